@@ -1,0 +1,87 @@
+"""Equalized-learning-rate layers (thin Flax wrappers over `sg2jax.ops`) and the channel formula."""
+
+import math
+from typing import Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sg2jax.ops.equalized import equalized_conv2d, equalized_dense
+from sg2jax.ops.upfirdn import setup_filter
+
+
+def channels_at(resolution: int, channel_base: int, channel_max: int) -> int:
+  """Feature maps of a block at `resolution`: `min(channel_base // resolution, channel_max)`.
+
+  `channel_base` is ADA's name (= 2 * TF `fmap_base`): 16384 for configs A-E, 32768 for config F
+  (SPEC.md §1.8).
+  """
+  return min(channel_base // resolution, channel_max)
+
+
+def check_resolution(resolution: int, what: str = 'img_resolution') -> int:
+  """Returns `log2(resolution)`; raises a one-line error unless it is a power of two >= 4."""
+  if (not isinstance(resolution, (int, np.integer)) or resolution < 4
+      or resolution & (resolution - 1)):
+    nearest = 2 ** max(2, round(math.log2(max(int(resolution), 1))))
+    raise ValueError(
+        f'{what} {resolution} is not a power of two >= 4; use e.g. {nearest} (LSUN Car 512x384 '
+        f'is padded to 512x512: dataset_tool --transform center-crop-wide)')
+  return int(resolution).bit_length() - 1
+
+
+def _normal_init(scale: float):
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.normal(key, shape, dtype) * scale
+  return init
+
+
+class EqualizedDense(nn.Module):
+  """Fully connected layer with equalized learning rate: params `weight [in, out]`, `bias [out]`.
+
+  The weight is initialized `N(0, 1/lr^2)` and the bias `bias_init`, both stored raw and scaled
+  at run time (`weight * lr / sqrt(in)`, `bias * lr`), as the official layers (SPEC.md §1.1).
+  """
+  features: int
+  lr_multiplier: float = 1.0
+  bias_init: float = 0.0
+  activation: str = 'linear'
+  use_bias: bool = True
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    weight = self.param('weight', _normal_init(1.0 / self.lr_multiplier),
+                        (x.shape[-1], self.features))
+    bias = None
+    if self.use_bias:
+      bias = self.param('bias', nn.initializers.constant(self.bias_init), (self.features,))
+    return equalized_dense(x, weight, bias, self.lr_multiplier, self.activation)
+
+
+class EqualizedConv(nn.Module):
+  """Convolution with equalized learning rate and optional FIR up/down-sampling.
+
+  Params `weight [k, k, in, out]` (N(0, 1)) and `bias [out]` (zeros). The call's `gain` scales the
+  activation output (and the clamp), as resnet branches need (`sqrt(0.5)`).
+  """
+  features: int
+  kernel_size: int
+  activation: str = 'linear'
+  use_bias: bool = True
+  up: int = 1
+  down: int = 1
+  resample_filter: Sequence[float] = (1, 3, 3, 1)
+  conv_clamp: Optional[float] = None
+  dtype: str = 'float32'
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, gain: float = 1.0) -> jnp.ndarray:
+    k = self.kernel_size
+    weight = self.param('weight', _normal_init(1.0), (k, k, x.shape[-1], self.features))
+    bias = self.param('bias', nn.initializers.zeros, (self.features,)) if self.use_bias else None
+    f = setup_filter(self.resample_filter) if (self.up > 1 or self.down > 1) else None
+    return equalized_conv2d(x.astype(self.dtype), weight, bias, self.activation, up=self.up,
+                            down=self.down, resample_filter=f, gain=gain,
+                            conv_clamp=self.conv_clamp)

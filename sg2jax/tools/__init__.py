@@ -1,0 +1,1 @@
+"""Libraries behind the command-line tools (nouns; no flags parsed here)."""
