@@ -21,14 +21,15 @@ then one function changes the layouts to sg2jax's:
 
 import pickle
 import re
+import struct
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
 from sg2jax.networks.config import abstract_variables, build_network, check_variables
 from sg2jax.ops.upfirdn import setup_filter
-from sg2jax.tools.torch_pickle import RestrictedUnpickler, TorchReader
+from sg2jax.tools.torch_pickle import TorchReader, UnsafePickleError
 
 NETWORK_KEYS = ('G', 'D', 'G_ema')
 
@@ -414,7 +415,8 @@ def _is_stylegan3(obj: PersistentObject) -> bool:
           or 'class SynthesisInput' in obj.module_src)
 
 
-def _ada_network(obj: Any, key: str, source: str) -> NetworkWeights:
+def ada_network_weights(obj: Any, key: str, source: str) -> NetworkWeights:
+  """One ADA network object (as the restricted unpickler returns it) -> sg2jax config + variables."""
   if not isinstance(obj, PersistentObject):
     raise ValueError(f'{source}: {key} is not a network object')
   if _is_stylegan3(obj):
@@ -442,7 +444,8 @@ def _tf_variables(net: TFNetworkState, prefix: str = '') -> dict[str, np.ndarray
 _TF_BUILD_FUNCS = {'G_main': 'G', 'D_stylegan2': 'D'}
 
 
-def _tf_network(net: Any, key: str, source: str) -> NetworkWeights:
+def tf_network_weights(net: Any, key: str, source: str) -> NetworkWeights:
+  """One TF network state (G/D/Gs of a TF pickle) -> sg2jax config + variables."""
   if not isinstance(net, TFNetworkState):
     raise ValueError(f'{source}: {key} is not a TF network')
   func = net.state.get('build_func_name')
@@ -467,6 +470,30 @@ def _tf_network(net: Any, key: str, source: str) -> NetworkWeights:
   return NetworkWeights(_check_config(config, variables, f'{source} [{key}]'), variables)
 
 
+def read_network_pickle(path: str | Path) -> Any:
+  """Unpickles an official network file with the restricted unpickler (nothing is executed).
+
+  ADA modules come back as `PersistentObject`, TF networks as `TFNetworkState`, tensors as numpy.
+  """
+  path = Path(path)
+  source = path.name
+  if not path.is_file():
+    raise FileNotFoundError(f'network file {path} not found')
+  with open(path, 'rb') as f:
+    if f.read(2) == b'PK':
+      raise ValueError(f'{source} is a zip file (e.g. a torch.save checkpoint), not a StyleGAN2 '
+                       f'network pickle')
+    f.seek(0)
+    try:
+      return TorchReader(_NETWORK_GLOBALS).unpickler(f, None, source).load()
+    except UnsafePickleError:
+      raise
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
+            IndexError, KeyError, struct.error) as e:
+      raise ValueError(f'{source} is not a readable StyleGAN2 network pickle '
+                       f'({type(e).__name__}: {e})') from None
+
+
 def load_official_pickle(path: str | Path) -> dict[str, NetworkWeights]:
   """Reads an official StyleGAN2 network pickle (ADA snapshot or TF release) with numpy only.
 
@@ -481,29 +508,14 @@ def load_official_pickle(path: str | Path) -> dict[str, NetworkWeights]:
     UnsafePickleError: the pickle names a global outside the allow-list.
     ValueError: not a StyleGAN2 network pickle (with the reason), or keys/shapes do not fit.
   """
-  path = Path(path)
-  source = path.name
-  if not path.is_file():
-    raise FileNotFoundError(f'network file {path} not found')
-  with open(path, 'rb') as f:
-    head = f.read(2)
-    f.seek(0)
-    if head == b'PK':
-      raise ValueError(f'{source} is a zip file (e.g. a torch.save checkpoint), not a StyleGAN2 '
-                       f'network pickle')
-    try:
-      data = TorchReader(_NETWORK_GLOBALS).unpickler(f, None, source).load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
-            IndexError, KeyError) as e:
-      if isinstance(e, pickle.UnpicklingError) and 'refusing' in str(e):
-        raise
-      raise ValueError(f'{source} is not a readable StyleGAN2 network pickle '
-                       f'({type(e).__name__}: {e})') from None
+  source = Path(path).name
+  data = read_network_pickle(path)
   if isinstance(data, dict) and any(k in data for k in NETWORK_KEYS):
-    return {k: _ada_network(data[k], k, source) for k in NETWORK_KEYS if data.get(k) is not None}
+    return {k: ada_network_weights(data[k], k, source)
+            for k in NETWORK_KEYS if data.get(k) is not None}
   if isinstance(data, tuple) and len(data) == 3 and all(
       isinstance(n, TFNetworkState) for n in data):
-    return {k: _tf_network(n, k, source) for k, n in zip(NETWORK_KEYS, data)}
+    return {k: tf_network_weights(n, k, source) for k, n in zip(NETWORK_KEYS, data)}
   raise ValueError(f'{source} is not a StyleGAN2 network pickle: expected a stylegan2-ada-pytorch '
                    f'snapshot (dict with G, D, G_ema) or a TF StyleGAN2 tuple (G, D, Gs), got '
                    f'{type(data).__name__}')

@@ -12,6 +12,7 @@ Only an allow-list of globals resolves; anything else - a pickle that would impo
 call a function - is refused before it runs. Tensors come back as numpy arrays.
 """
 
+import _compat_pickle
 import io
 import pickle
 import struct
@@ -102,12 +103,20 @@ def _numpy_reconstruct(subtype: Any, shape: Any, dtype_code: Any) -> np.ndarray:
   return np.ndarray.__new__(np.ndarray, shape, dtype_code)
 
 
+def _latin1_encode(text: str, encoding: str = 'latin1') -> bytes:
+  """`_codecs.encode(text, 'latin1')`: how protocol-2 pickles store bytes (nothing else allowed)."""
+  if encoding not in ('latin1', 'latin-1') or not isinstance(text, str):
+    raise UnsafePickleError(f'refusing _codecs.encode with encoding {encoding!r}')
+  return text.encode('latin1')
+
+
 _BASE_GLOBALS: dict[tuple[str, str], Any] = {
     ('collections', 'OrderedDict'): OrderedDict,
     ('builtins', 'set'): set,
     ('builtins', 'frozenset'): frozenset,
     ('builtins', 'slice'): slice,
     ('builtins', 'complex'): complex,
+    ('_codecs', 'encode'): _latin1_encode,
     ('torch._utils', '_rebuild_tensor_v2'): _rebuild_tensor,
     ('torch._utils', '_rebuild_tensor'): _rebuild_tensor,
     ('torch._utils', '_rebuild_parameter'): _rebuild_parameter,
@@ -143,6 +152,10 @@ class RestrictedUnpickler(pickle.Unpickler):
     self._source = source
 
   def find_class(self, module: str, name: str) -> Any:
+    # Protocol < 3 pickles name Python 2 modules (`__builtin__ set`), as the stdlib maps them.
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+      module, name = _compat_pickle.NAME_MAPPING[module, name]
+    module = _compat_pickle.IMPORT_MAPPING.get(module, module)
     if (module, name) in self._globals:
       return self._globals[module, name]
     raise UnsafePickleError(

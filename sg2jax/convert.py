@@ -1,0 +1,42 @@
+"""Convert an official network pickle: `python -m sg2jax.convert --network X.pkl --out DIR`.
+
+Reads stylegan2-ada-pytorch snapshots and TF StyleGAN2 pickles with numpy only (no torch, no
+TensorFlow, no code from the pickle) and writes an orbax checkpoint of G, D and G_ema with their
+configs, which every sg2jax tool loads (`--network DIR`).
+"""
+
+import argparse
+from pathlib import Path
+from typing import Optional, Sequence
+
+from sg2jax.cli import configure_jax, run
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+  p = argparse.ArgumentParser(prog='python -m sg2jax.convert', description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument('--network', type=Path, required=True, help='official .pkl')
+  p.add_argument('--out', type=Path, required=True, help='output checkpoint directory (new)')
+  p.add_argument('--overwrite', action='store_true', help='replace an existing --out')
+  return p.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  args = parse_args(argv)
+  configure_jax()
+  from sg2jax.checkpoint import save_networks
+  from sg2jax.networks.config import count_params
+  from sg2jax.tools.official import load_official_pickle
+
+  networks = load_official_pickle(args.network)
+  path = save_networks(args.out, networks, overwrite=args.overwrite)
+  for name, net in networks.items():
+    config = net.config
+    print(f'{name}: {config["class"]} {config["img_resolution"]}x{config["img_resolution"]}, '
+          f'{config.get("architecture")}, {count_params(net.variables):,} parameters')
+  print(f'wrote {path}')
+  return 0
+
+
+if __name__ == '__main__':
+  run(main)

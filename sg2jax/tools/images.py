@@ -1,0 +1,56 @@
+"""Images: network output -> uint8 exactly as the official tools, grids, PNG files."""
+
+import math
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from PIL import Image
+
+
+def to_uint8(images) -> np.ndarray:
+  """`[-1, 1]` floats -> uint8 as the official tools: `clip(x * 127.5 + 128, 0, 255)` truncated.
+
+  Truncating the clipped value is `floor`, so this rounds `127.5 x + 127.5` to nearest
+  (SPEC.md §7.21). Computed in float32 on the host, as the official code does it.
+
+  Args:
+    images: `[..., H, W, C]` array (device or host), nominally in [-1, 1].
+  """
+  x = np.asarray(images, dtype=np.float32)
+  x = x * np.float32(127.5) + np.float32(128)
+  return np.clip(x, 0, 255).astype(np.uint8)
+
+
+def make_grid(images: np.ndarray, columns: Optional[int] = None) -> np.ndarray:
+  """Tiles `[N, H, W, C]` images row by row into one `[rows*H, columns*W, C]` image (black pad)."""
+  n, h, w, c = images.shape
+  columns = columns or math.ceil(math.sqrt(n))
+  rows = math.ceil(n / columns)
+  grid = np.zeros((rows * columns, h, w, c), images.dtype)
+  grid[:n] = images
+  grid = grid.reshape(rows, columns, h, w, c).transpose(0, 2, 1, 3, 4)
+  return grid.reshape(rows * h, columns * w, c)
+
+
+def save_image(path: str | Path, image: np.ndarray) -> Path:
+  """Writes one uint8 `[H, W, C]` image (C = 1 grey, 3 RGB, 4 RGBA) as PNG."""
+  path = Path(path)
+  if image.dtype != np.uint8:
+    raise ValueError(f'save_image expects uint8, got {image.dtype}; convert with to_uint8')
+  if image.shape[-1] == 1:
+    image = image[..., 0]
+  Image.fromarray(image).save(path)
+  return path
+
+
+def load_image(path: str | Path) -> np.ndarray:
+  """Reads an image file as uint8 `[H, W, C]`; a clear error if it is not a readable image."""
+  path = Path(path)
+  try:
+    with Image.open(path) as img:
+      img.load()
+      array = np.asarray(img)
+  except (OSError, ValueError) as e:
+    raise ValueError(f'{path} is not a readable image ({e}); re-export it as PNG or JPEG') from None
+  return array[..., None] if array.ndim == 2 else array
