@@ -14,8 +14,9 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from sg2jax.networks.config import abstract_variables, build_network, check_variables
-from sg2jax.tools.official import NetworkWeights, load_official_pickle
+from sg2jax.networks.config import (NetworkWeights, abstract_variables, build_network,
+                                    check_variables)
+from sg2jax.tools.official import load_official_pickle
 
 NETWORK_ITEMS = ('networks', 'variables')
 

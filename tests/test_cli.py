@@ -10,9 +10,9 @@ from PIL import Image
 
 from goldens import DATA, golden_network
 from sg2jax.checkpoint import save_networks
-from sg2jax.networks.config import build_network, network_config
+from sg2jax.networks.config import NetworkWeights, build_network, network_config
 from sg2jax.tools.images import make_grid, to_uint8
-from sg2jax.tools.official import NetworkWeights, load_official_pickle
+from sg2jax.tools.official import load_official_pickle
 from sg2jax.tools.sampling import z_from_seed
 
 
@@ -90,3 +90,16 @@ def test_generate_reports_bad_input_in_one_line(tmp_path):
   assert out.returncode != 0
   assert out.stderr.strip().startswith('error: notes.pkl is not a readable StyleGAN2 network')
   assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_convert_a_tf_pickle_in_process(tmp_path, capsys):
+  from sg2jax import convert
+  from sg2jax.checkpoint import load_networks
+  assert convert.main(['--network', str(DATA / 'tf_snapshot_tiny.pkl'),
+                       '--out', str(tmp_path / 'tf')]) == 0
+  assert 'D: Discriminator 32x32, resnet' in capsys.readouterr().out
+  loaded = load_networks(tmp_path / 'tf')
+  direct = load_official_pickle(DATA / 'tf_snapshot_tiny.pkl')
+  assert loaded['G_ema'].config == direct['G_ema'].config
+  np.testing.assert_array_equal(loaded['G_ema'].variables['params']['synthesis']['b8']['conv0']['weight'],
+                                direct['G_ema'].variables['params']['synthesis']['b8']['conv0']['weight'])

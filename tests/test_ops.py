@@ -169,3 +169,22 @@ def test_mbstd_rejects_a_batch_the_group_does_not_divide():
 def test_bias_act_rejects_an_unknown_activation():
   with pytest.raises(ValueError, match="unknown activation 'gelu'"):
     ops.bias_act(jnp.zeros((1, 2)), None, 'gelu')
+
+
+def test_equalized_layers_scale_at_run_time():
+  """W = theta * lr / sqrt(fan_in), b = beta * lr; conv fan_in = kh * kw * in (SPEC.md §1.1)."""
+  rng = np.random.default_rng(4)
+  x = rng.normal(size=(2, 6)).astype(np.float32)
+  w = rng.normal(size=(6, 3)).astype(np.float32)
+  b = rng.normal(size=(3,)).astype(np.float32)
+  y = ops.equalized_dense(jnp.asarray(x), jnp.asarray(w), jnp.asarray(b), lr_multiplier=0.01)
+  np.testing.assert_allclose(y, x @ (w * 0.01 / np.sqrt(6)) + b * 0.01, rtol=1e-5, atol=1e-6)
+  y = ops.equalized_dense(jnp.asarray(x), jnp.asarray(w), jnp.asarray(b), activation='lrelu')
+  pre = x @ (w / np.sqrt(6)) + b
+  np.testing.assert_allclose(y, np.where(pre > 0, pre, 0.2 * pre) * np.sqrt(2), rtol=1e-5,
+                             atol=1e-6)
+  xc = jnp.asarray(rng.normal(size=(1, 5, 5, 4)), jnp.float32)
+  wc = jnp.asarray(rng.normal(size=(3, 3, 4, 2)), jnp.float32)
+  out = ops.equalized_conv2d(xc, wc, None, gain=0.5)
+  np.testing.assert_allclose(out, ops.conv2d(xc, wc / 6.0, padding=((1, 1), (1, 1))) * 0.5,
+                             rtol=1e-5, atol=1e-5)

@@ -4,7 +4,7 @@ Checkpoints store this next to the variables, so any tool can rebuild the networ
 """
 
 import dataclasses
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import flax.linen as nn
 import jax
@@ -15,7 +15,12 @@ from sg2jax.networks.discriminator import Discriminator
 from sg2jax.networks.generator import Generator
 
 NETWORK_CLASSES = {'Generator': Generator, 'Discriminator': Discriminator}
-COLLECTIONS = ('params', 'stats', 'buffers')
+
+
+class NetworkWeights(NamedTuple):
+  """A network as data: its config (`network_config`) and its variables tree."""
+  config: dict[str, Any]
+  variables: dict
 
 
 def network_config(network: nn.Module) -> dict[str, Any]:

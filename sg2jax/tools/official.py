@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from sg2jax.networks.config import abstract_variables, build_network, check_variables
+from sg2jax.networks.config import (NetworkWeights, abstract_variables, build_network,
+                                    check_variables)
 from sg2jax.ops.upfirdn import setup_filter
 from sg2jax.tools.torch_pickle import TorchReader, UnsafePickleError
 
@@ -363,21 +364,6 @@ _NETWORK_GLOBALS = {
 
 # ADA's persistence records the bare class name (its module is the embedded source).
 ADA_CLASSES = {'Generator': 'G', 'Discriminator': 'D'}
-
-
-class NetworkWeights(tuple):
-  """`(config, variables)`: a sg2jax network config (`networks.config`) and its variables."""
-
-  def __new__(cls, config: dict, variables: dict):
-    return super().__new__(cls, (config, variables))
-
-  @property
-  def config(self) -> dict:
-    return self[0]
-
-  @property
-  def variables(self) -> dict:
-    return self[1]
 
 
 def _module_state_dict(obj: PersistentObject, prefix: str = '') -> dict[str, np.ndarray]:
