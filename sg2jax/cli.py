@@ -1,7 +1,7 @@
 """What every command-line entry point does first (the only place jax.config is touched)."""
 
 import sys
-from typing import Callable
+from typing import Callable, Optional
 
 import jax
 
@@ -25,3 +25,15 @@ def run(main: Callable[[], int]) -> None:
     sys.exit(main())
   except USER_ERRORS as e:
     sys.exit(f'error: {e}')
+
+
+def initialize_distributed(coordinator_address: Optional[str] = None,
+                           num_processes: Optional[int] = None,
+                           process_id: Optional[int] = None) -> None:
+  """`jax.distributed.initialize` (arguments auto-detected on TPU pods and SLURM when None).
+
+  CPU processes exchange data through gloo (the CPU backend has no other collectives).
+  """
+  jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+  jax.distributed.initialize(coordinator_address=coordinator_address,
+                             num_processes=num_processes, process_id=process_id)

@@ -1,9 +1,23 @@
-"""Test setup: 4 forced host devices (must happen before jax starts its backend)."""
+"""Test setup (before jax starts its backend; subprocesses inherit it through the environment):
+- 4 forced host CPU devices, for the sharding tests;
+- XLA backend optimization level 0: tests run tiny networks, where compiling dominates;
+- a persistent compilation cache for this session, so identical programs built by different
+  tests or subprocesses compile once.
+"""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
-                           ' --xla_force_host_platform_device_count=4').strip()
+                           ' --xla_force_host_platform_device_count=4'
+                           ' --xla_backend_optimization_level=0').strip()
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  _cache = tempfile.mkdtemp(prefix='sg2jax-test-jit-')
+  atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = _cache
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 
 import jax  # noqa: E402  (after XLA_FLAGS on purpose)
 

@@ -51,7 +51,7 @@ def test_sources_that_are_not_networks(tmp_path):
   with pytest.raises(FileNotFoundError, match='not found'):
     load_networks(tmp_path / 'missing')
   (tmp_path / 'empty').mkdir()
-  with pytest.raises(ValueError, match='is neither a network pickle nor a sg2jax network'):
+  with pytest.raises(ValueError, match='is neither a network pickle, a sg2jax network checkpoint'):
     load_networks(tmp_path / 'empty')
 
 

@@ -59,15 +59,15 @@ class DiscriminatorEpilogue(nn.Module):
   conv_clamp: Optional[float] = None
 
   @nn.compact
-  def __call__(self, x: Optional[jnp.ndarray], img: jnp.ndarray,
-               cmap: Optional[jnp.ndarray]) -> jnp.ndarray:
+  def __call__(self, x: Optional[jnp.ndarray], img: jnp.ndarray, cmap: Optional[jnp.ndarray],
+               mbstd_shard_size: Optional[int] = None) -> jnp.ndarray:
     if self.has_fromrgb:
       y = EqualizedConv(self.in_channels, 1, activation='lrelu', conv_clamp=self.conv_clamp,
                         name='fromrgb')(img)
       x = y if x is None else x + y
     x = x.astype(jnp.float32)
     if self.mbstd_num_channels > 0:
-      x = minibatch_stddev(x, self.mbstd_group_size, self.mbstd_num_channels)
+      x = minibatch_stddev(x, self.mbstd_group_size, self.mbstd_num_channels, mbstd_shard_size)
     x = EqualizedConv(self.in_channels, 3, activation='lrelu', conv_clamp=self.conv_clamp,
                       name='conv')(x)
     # NHWC flatten: (h, w, c) order; the official (c, h, w) order is permuted at conversion.
@@ -115,7 +115,10 @@ class Discriminator(nn.Module):
     return [2 ** i for i in range(check_resolution(self.img_resolution), 2, -1)]
 
   @nn.compact
-  def __call__(self, img: jnp.ndarray, c: Optional[jnp.ndarray] = None) -> jnp.ndarray:
+  def __call__(self, img: jnp.ndarray, c: Optional[jnp.ndarray] = None,
+               mbstd_shard_size: Optional[int] = None) -> jnp.ndarray:
+    """Logits `[N, 1]`; `mbstd_shard_size`: minibatch-stddev groups form within consecutive
+    shards of this many samples (the per-GPU batch of the official runs), default the batch."""
     r = self.img_resolution
     if img.ndim != 4 or img.shape[1:] != (r, r, self.img_channels):
       raise ValueError(f'discriminator expects images [N, {r}, {r}, {self.img_channels}] (NHWC), '
@@ -144,4 +147,4 @@ class Discriminator(nn.Module):
         channels(4), cmap_dim=cmap_dim, img_channels=self.img_channels,
         has_fromrgb=self.architecture == 'skip' or r == 4,
         mbstd_group_size=self.mbstd_group_size, mbstd_num_channels=self.mbstd_num_channels,
-        conv_clamp=self.conv_clamp, name='b4')(x, img, cmap)
+        conv_clamp=self.conv_clamp, name='b4')(x, img, cmap, mbstd_shard_size)

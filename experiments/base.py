@@ -1,0 +1,84 @@
+"""Every config key, once, with its default: StyleGAN2 config F (SPEC.md §2, §3).
+
+Other files override a few keys. Overrides from the command line:
+  python -m sg2jax.main --config experiments/ffhq.py --workdir DIR --config.total_kimg=0.5
+An unknown key is an error that names it.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0  # network init, latents, noise, shuffling, flips
+
+  # ---- Data ----------------------------------------------------------------------------------
+  config.data = ml_collections.ConfigDict()
+  config.data.source = 'auto'  # auto (from the path) | folder | zip | lmdb | tfds | shapes
+  config.data.path = ''  # image folder, dataset zip, LMDB folder, or tfds dataset name
+  config.data.num_images = 0  # source 'shapes' only: how many images to generate
+  config.data.split = 'train'  # tfds split
+  config.data.tfds_data_dir = ml_collections.FieldReference(None, field_type=str)
+  config.data.max_images = ml_collections.FieldReference(None, field_type=int)  # first N only
+  config.data.num_threads = 2  # decoding threads
+  config.data.prefetch = 2  # host batches read ahead
+  config.resolution = ml_collections.FieldReference(None, field_type=int)  # None: from the data
+  config.mirror = False  # random x-flips of the reals (TF: per sample, prob 0.5)
+  config.cond = False  # train on the dataset's labels (dataset.json)
+
+  # ---- Length and batch ----------------------------------------------------------------------
+  config.total_kimg = 25000.0  # thousands of real images shown to D
+  config.batch_size = 32  # global minibatch
+  config.batch_gpu = 4  # official per-GPU batch: minibatch-stddev groups form within it
+
+  # ---- Networks (sg2jax.networks.Generator / Discriminator fields) ---------------------------
+  config.G = ml_collections.ConfigDict()
+  config.G.z_dim = 512
+  config.G.w_dim = 512
+  config.G.mapping_layers = 8
+  config.G.mapping_lr_multiplier = 0.01
+  config.G.w_avg_beta = 0.995
+  config.G.architecture = 'skip'  # orig | skip | resnet
+  config.G.channel_base = 32768  # config F; 16384 for configs A-E (= 2 x TF fmap_base)
+  config.G.channel_max = 512
+  config.G.conv_clamp = ml_collections.FieldReference(None, field_type=float)  # ADA uses 256
+  config.G.fused_modconv = False  # training modulates activations, as the official code
+  config.G.dtype = 'float32'  # compute dtype: float32 | bfloat16
+
+  config.D = ml_collections.ConfigDict()
+  config.D.architecture = 'resnet'  # orig | skip | resnet
+  config.D.channel_base = 32768
+  config.D.channel_max = 512
+  config.D.conv_clamp = ml_collections.FieldReference(None, field_type=float)
+  config.D.mbstd_group_size = 4
+  config.D.mbstd_num_channels = 1
+  config.D.dtype = 'float32'
+
+  # ---- Optimization --------------------------------------------------------------------------
+  config.g_lr = 0.002  # Adam learning rates before the lazy-regularization adjustment
+  config.d_lr = 0.002
+  config.adam_beta1 = 0.0
+  config.adam_beta2 = 0.99
+  config.adam_eps = 1e-8
+  config.ema_kimg = 10.0  # G_ema half-life in thousands of images
+  config.ema_rampup = ml_collections.FieldReference(None, field_type=float)  # ADA option
+  config.nan_policy = 'skip'  # non-finite gradients: skip the update (TF) | nan_to_num (ADA)
+  config.precision = 'highest'  # matmul/conv precision: highest (exact float32) | default
+
+  # ---- Loss ----------------------------------------------------------------------------------
+  config.r1_gamma = 10.0
+  config.pl_weight = 2.0
+  config.pl_batch_shrink = 2
+  config.pl_decay = 0.01
+  config.style_mixing_prob = 0.9
+  config.g_reg_interval = ml_collections.FieldReference(4, field_type=int)  # None: every step
+  config.d_reg_interval = ml_collections.FieldReference(16, field_type=int)  # in the main loss
+
+  # ---- Loop, checkpoints, reports ------------------------------------------------------------
+  config.kimg_per_tick = 4.0  # progress line and scalars every tick
+  config.snapshot_ticks = 50  # checkpoint (and periodic metrics) every N ticks
+  config.image_snapshot_ticks = 50  # fixed-z sample grid every N ticks
+  config.keep_checkpoints = 5
+  config.grid_size = 16  # images in the sample grid
+  config.metrics = ()  # metric names run at every snapshot (sg2jax.eval), e.g. ('fid50k_full',)
+  return config

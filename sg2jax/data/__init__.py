@@ -1,0 +1,1 @@
+"""Training data: image sources (folder, zip, LMDB, tfds) and the grain input pipeline."""

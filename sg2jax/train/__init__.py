@@ -1,0 +1,1 @@
+"""Training: state, the phase steps, the one config reader, and the host loop."""

@@ -1,0 +1,202 @@
+"""The host loop: `train_and_evaluate(config, workdir)`.
+
+Resumes by itself from the workdir's latest checkpoint; saves every `snapshot_ticks` ticks and when
+asked to stop (SIGTERM, e.g. TPU preemption, or Ctrl-C); reports through clu (TensorBoard event
+files and log lines) and writes a fixed-z sample grid every `image_snapshot_ticks` ticks.
+"""
+
+import json
+import signal
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+from clu import metric_writers, periodic_actions
+from jax.experimental import multihost_utils
+
+from sg2jax.checkpoint import TrainCheckpoints
+from sg2jax.sharding import global_batch, replicated
+from sg2jax.tools.images import make_grid, save_image, to_uint8
+from sg2jax.train.build import Experiment, build
+from sg2jax.train.state import GANState, init_state
+from sg2jax.train.step import TrainStep
+
+# A hook runs at every snapshot: (experiment, state, step, kimg) -> scalars to report.
+SnapshotHook = Callable[[Experiment, GANState, int, float], dict[str, float]]
+
+
+class StopRequest:
+  """Turns SIGTERM / SIGINT into a flag the loop checks between steps (then saves and exits)."""
+
+  def __init__(self):
+    self.signal: Optional[int] = None
+    self._previous = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+  def _handle(self, signum, frame):
+    del frame
+    self.signal = signum
+
+  def requested(self) -> bool:
+    """True on every process if any process got a signal."""
+    flag = self.signal is not None
+    if jax.process_count() > 1:
+      flag = bool(np.any(multihost_utils.process_allgather(np.asarray(flag))))
+    return flag
+
+
+def _initial_state(exp: Experiment, checkpoints: TrainCheckpoints, state_sharding):
+  """A fresh state, or the latest checkpoint's (with the data position); returns (state, step)."""
+  make = lambda: init_state(exp.generator, exp.discriminator, exp.g_tx, exp.d_tx, exp.config.seed)
+  latest = checkpoints.latest_step()
+  if latest is None:
+    state = jax.jit(make, out_shardings=state_sharding)()
+    return state, 0
+  meta = checkpoints.restore_meta(latest)
+  expected = exp.network_configs()
+  if meta['networks'] != json.loads(json.dumps(expected)):
+    raise ValueError(f'the checkpoint in {checkpoints.directory} was trained with other networks '
+                     f'than this config builds; use a new --workdir or the run\'s own config '
+                     f'(saved in config.json)')
+  abstract = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=state_sharding),
+      jax.eval_shape(make))
+  state = checkpoints.restore(latest, abstract)
+  exp.data.set_state(meta['data'])
+  logging.info('resumed from step %d (%.1f kimg)', meta['step'], meta['kimg'])
+  return state, int(meta['step'])
+
+
+def _mean_metrics(history: list[dict[str, jax.Array]]) -> dict[str, float]:
+  """Per key, the mean over the steps where the key was reported."""
+  history = jax.device_get(history)
+  keys = sorted({k for h in history for k in h})
+  return {k: float(np.mean([h[k] for h in history if k in h])) for k in keys}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
+                       hooks: Sequence[SnapshotHook] = ()) -> GANState:
+  """Trains (or resumes) the run described by `config` in `workdir`; returns the final state."""
+  workdir = Path(workdir)
+  if config.metrics:
+    raise ValueError(f'config.metrics {tuple(config.metrics)}: training-time metrics come with '
+                     f'sg2jax.eval, which this version does not have yet; leave it empty')
+  exp = build(config)
+  hyper = exp.hyper
+  is_main = jax.process_index() == 0
+  if is_main:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / 'config.json').write_text(config.to_json_best_effort(indent=2))
+  logging.info('derived hyperparameters: %s', json.dumps(hyper, sort_keys=True))
+  logging.info('G: %s', exp.generator)
+  logging.info('D: %s', exp.discriminator)
+
+  state_sharding = replicated(exp.mesh)
+  checkpoints = TrainCheckpoints(workdir, keep=config.keep_checkpoints)
+  state, step = _initial_state(exp, checkpoints, state_sharding)
+  train_step = TrainStep(exp.generator, exp.discriminator, exp.g_tx, exp.d_tx, exp.step_config,
+                         exp.mesh, state_sharding)
+  writer = metric_writers.create_default_writer(workdir, just_logging=not is_main,
+                                                asynchronous=True)
+  if step == 0:
+    writer.write_hparams({k: v for k, v in hyper.items() if isinstance(v, (int, float))})
+  total = hyper['total_steps']
+  steps_per_tick = hyper['steps_per_tick']
+  progress = periodic_actions.ReportProgress(num_train_steps=total, writer=writer,
+                                             every_steps=steps_per_tick)
+  samples = _SampleGrid(exp, workdir / 'samples', config.grid_size, config.seed)
+  if step == 0 and is_main:
+    samples.save_reals(exp.data.source)
+
+  def save(step: int) -> None:
+    meta = {'step': step, 'kimg': step * config.batch_size / 1000,
+            'networks': exp.network_configs(), 'data': data_state,
+            'config': json.loads(config.to_json_best_effort())}
+    checkpoints.save(step, state, meta)
+
+  data_state = exp.data.get_state()
+  batch = global_batch(next(exp.data), exp.mesh)
+  history: list[dict[str, jax.Array]] = []
+  tick_start, tick_step, last_saved = time.time(), step, None
+  with StopRequest() as stop:
+    while step < total:
+      state, metrics = train_step(state, batch, step)
+      step += 1
+      history.append(metrics)
+      progress(step)
+      data_state = exp.data.get_state()  # position before the batch for `step`
+      batch = global_batch(next(exp.data), exp.mesh)
+      tick_end = step % steps_per_tick == 0 or step == total
+      if tick_end:
+        tick = step // steps_per_tick
+        kimg = step * config.batch_size / 1000
+        elapsed = time.time() - tick_start
+        scalars = _mean_metrics(history)
+        scalars.update({
+            'Progress/kimg': kimg, 'Progress/tick': tick,
+            'Timing/sec_per_tick': elapsed,
+            'Timing/sec_per_kimg': elapsed / max((step - tick_step) * config.batch_size / 1000,
+                                                 1e-9),
+            'Timing/images_per_sec': (step - tick_step) * config.batch_size / max(elapsed, 1e-9)})
+        if tick % config.image_snapshot_ticks == 0 or step == total:
+          samples.write(state, step, writer)
+        if tick % config.snapshot_ticks == 0 or step == total:
+          save(step)
+          last_saved = step
+          for hook in hooks:
+            scalars.update(hook(exp, state, step, kimg))
+        writer.write_scalars(step, scalars)
+        logging.info('tick %d kimg %.1f sec/tick %.1f sec/kimg %.2f G %.3f D %.3f', tick, kimg,
+                     elapsed, scalars['Timing/sec_per_kimg'], scalars.get('Loss/G/loss', np.nan),
+                     scalars.get('Loss/D/loss', np.nan))
+        history, tick_start, tick_step = [], time.time(), step
+      if stop.requested():
+        logging.warning('stop requested (signal %s): saving step %d and exiting', stop.signal, step)
+        break
+    if last_saved != step:
+      save(step)
+    checkpoints.close()
+    writer.flush()
+    writer.close()
+  return state
+
+
+class _SampleGrid:
+  """Images of G_ema for fixed latents (const noise, no truncation), as PNG and TensorBoard."""
+
+  def __init__(self, exp: Experiment, directory: Path, count: int, seed: int):
+    self.directory = directory
+    g = exp.generator
+    self.z = jax.random.normal(jax.random.fold_in(jax.random.key(seed), 0x5A3), (count, g.z_dim))
+    self.c = None
+    if g.c_dim > 0:
+      self.c = jax.nn.one_hot(jnp.arange(count) % g.c_dim, g.c_dim)
+    self.generate = jax.jit(lambda v, z, c: g.apply(v, z, c, noise_mode='const'),
+                            out_shardings=replicated(exp.mesh))
+    self.count = count
+
+  def save_reals(self, source) -> None:
+    self.directory.mkdir(parents=True, exist_ok=True)
+    images = np.stack([source[i]['image'] for i in range(min(self.count, len(source)))])
+    save_image(self.directory / 'reals.png', make_grid(images))
+
+  def write(self, state: GANState, step: int, writer) -> None:
+    images = to_uint8(jax.device_get(self.generate(state.g_ema, self.z, self.c)))
+    grid = make_grid(images)
+    if jax.process_index() == 0:
+      self.directory.mkdir(parents=True, exist_ok=True)
+      save_image(self.directory / f'fakes{step:07d}.png', grid)
+    writer.write_images(step, {'samples': grid[None]})

@@ -1,0 +1,276 @@
+"""Training: derived numbers, the phase schedule, sharding equivalence (1 vs 4 devices vs 2
+processes), exact resume, preemption, crash safety of checkpoints, and clear errors."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import tiny_experiment
+from sg2jax.checkpoint import TrainCheckpoints, load_networks
+from sg2jax.networks.config import flatten_variables
+from sg2jax.sharding import global_batch, make_mesh, replicated
+from sg2jax.train.build import build, derived_hyperparameters
+from sg2jax.train.loop import train_and_evaluate
+from sg2jax.train.state import init_state
+from sg2jax.train.step import StepConfig, TrainStep, _apply_gradients
+
+TESTS = Path(__file__).parent
+BATCH = 8
+
+
+def tiny(**overrides):
+  config = tiny_experiment.get_config()
+  for key, value in overrides.items():
+    node = config
+    *parents, leaf = key.split('.')
+    for parent in parents:
+      node = node[parent]
+    node[leaf] = value
+  return config
+
+
+def kimg(steps: int) -> float:
+  return steps * BATCH / 1000
+
+
+def state_leaves(state) -> dict:
+  return {k: np.asarray(v) for k, v in flatten_variables(jax.device_get(
+      {'g': state.g, 'g_ema': state.g_ema, 'd': state.d, 'pl_mean': state.pl_mean,
+       'step': state.step})).items()}
+
+
+def test_derived_hyperparameters_follow_the_paper():
+  """SPEC.md §3.4: G (I=4) lr 0.0016, beta2 0.991992; D (I=16) lr 0.00188235, beta2 0.990585;
+  §3.7: EMA beta 0.997784 at batch 32."""
+  from experiments import base
+  hyper = derived_hyperparameters(base.get_config(), 8)
+  assert hyper['G_lr'] == pytest.approx(0.0016)
+  assert hyper['G_beta2'] == pytest.approx(0.991992, abs=1e-6)
+  assert hyper['D_lr'] == pytest.approx(0.00188235, abs=1e-8)
+  assert hyper['D_beta2'] == pytest.approx(0.990585, abs=1e-6)
+  assert hyper['G_beta1'] == hyper['D_beta1'] == 0
+  assert hyper['ema_beta'] == pytest.approx(0.997784, abs=1e-6)
+  assert hyper['pl_batch_size'] == 16 and hyper['batch_per_device'] == 4
+  assert hyper['total_steps'] == 25000 * 1000 // 32
+  config = base.get_config()
+  config.d_reg_interval = None  # R1 in every D step: no adjustment (configs A/B)
+  assert derived_hyperparameters(config, 8)['D_lr'] == 0.002
+
+
+def test_lazy_regularization_schedule():
+  cfg = StepConfig(batch_size=32, pl_batch_size=16, mbstd_shard_size=4, style_mixing_prob=0.9,
+                   r1_gamma=10, pl_weight=2, pl_decay=0.01, g_reg_interval=4,
+                   d_reg_interval=16, ema_kimg=10, ema_rampup=None)
+  step = TrainStep.__new__(TrainStep)
+  step.cfg = cfg
+  runs = {name: [s for s in range(33) if name in step.due(s)] for name in ('g_reg', 'd_reg')}
+  assert runs == {'g_reg': list(range(0, 33, 4)), 'd_reg': [0, 16, 32]}
+  assert step.due(5) == ['g_main', 'd_main', 'ema']
+  assert step.due(0) == ['g_main', 'g_reg', 'd_main', 'd_reg', 'ema']
+
+
+def test_non_finite_gradients():
+  tx = optax.adam(0.1)
+  params = {'w': jnp.ones(3)}
+  opt = tx.init(params)
+  bad = {'w': jnp.array([1.0, jnp.nan, jnp.inf])}
+  kept, kept_opt, finite = _apply_gradients(tx, params, opt, bad, 'skip')
+  assert not bool(finite)
+  np.testing.assert_array_equal(kept['w'], params['w'])
+  assert int(kept_opt[0].count) == 0
+  moved, _, _ = _apply_gradients(tx, params, opt, bad, 'nan_to_num')
+  assert np.isfinite(np.asarray(moved['w'])).all() and not np.array_equal(moved['w'], params['w'])
+
+
+def one_minibatch(mesh):
+  exp = build(tiny(), mesh)
+  state = jax.jit(lambda: init_state(exp.generator, exp.discriminator, exp.g_tx, exp.d_tx,
+                                     exp.config.seed), out_shardings=replicated(mesh))()
+  step = TrainStep(exp.generator, exp.discriminator, exp.g_tx, exp.d_tx, exp.step_config, mesh)
+  state, metrics = step(state, global_batch(next(exp.data), mesh), 0)
+  return state_leaves(state), jax.device_get(metrics)
+
+
+@pytest.fixture(scope='module')
+def four_device_step():
+  assert jax.device_count() == 4
+  return one_minibatch(make_mesh())
+
+
+def assert_states_close(a: dict, b: dict, what: str):
+  assert set(a) == set(b)
+  for key in a:
+    np.testing.assert_allclose(a[key], b[key], rtol=2e-5, atol=2e-6, err_msg=f'{what}: {key}')
+
+
+def test_one_step_on_1_device_equals_4_devices(four_device_step):
+  """Every phase of the first minibatch (G main, PL, D main, R1, EMA), sharded over 4 devices,
+  matches 1 device: the batch split and the minibatch-stddev groups do not change the math."""
+  one, metrics_one = one_minibatch(make_mesh(jax.devices()[:1]))
+  four, metrics_four = four_device_step
+  assert_states_close(one, four, '1 vs 4 devices')
+  for key in metrics_one:
+    np.testing.assert_allclose(metrics_one[key], metrics_four[key], rtol=1e-4, err_msg=key)
+  assert set(metrics_one) >= {'Loss/G/loss', 'Loss/D/loss', 'Loss/r1_penalty', 'Loss/pl_penalty'}
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_equal_one(four_device_step, tmp_path):
+  """2 processes x 2 devices joined by jax.distributed (gloo) == 1 process x 4 devices."""
+  port, out = free_port(), tmp_path / 'state.npz'
+  procs = [subprocess.Popen([sys.executable, str(TESTS / 'multiprocess_step.py'), str(port),
+                             str(i), str(out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True) for i in range(2)]
+  logs = [p.communicate(timeout=600)[0] for p in procs]
+  for p, log in zip(procs, logs):
+    assert p.returncode == 0, log[-3000:]
+  with np.load(out) as f:
+    two = dict(f)
+  four = {k: v for k, v in four_device_step[0].items() if k != 'step'}
+  assert_states_close(two, four, '2 processes vs 1')
+
+
+def test_resume_is_exact_and_workdir_is_usable(tmp_path):
+  """5 steps straight == 2 steps, a new process-like start, and 3 more (bit-exact)."""
+  straight = state_leaves(train_and_evaluate(tiny(total_kimg=kimg(5)), tmp_path / 'a'))
+  train_and_evaluate(tiny(total_kimg=kimg(2)), tmp_path / 'b')
+  assert TrainCheckpoints(tmp_path / 'b').latest_step() == 2
+  resumed = state_leaves(train_and_evaluate(tiny(total_kimg=kimg(5)), tmp_path / 'b'))
+  assert set(straight) == set(resumed)
+  for key in straight:
+    np.testing.assert_array_equal(straight[key], resumed[key], err_msg=key)
+  assert int(straight['step']) == 5
+
+  workdir = tmp_path / 'a'
+  assert (workdir / 'config.json').is_file()
+  assert list(workdir.glob('events.out.tfevents.*'))
+  assert (workdir / 'samples' / 'reals.png').is_file()
+  assert sorted(p.name for p in (workdir / 'samples').glob('fakes*.png'))[-1] == 'fakes0000005.png'
+  networks = load_networks(workdir)  # tools accept a workdir
+  np.testing.assert_array_equal(
+      networks['G_ema'].variables['params']['synthesis']['b8']['conv1']['weight'],
+      straight['g_ema/params/synthesis/b8/conv1/weight'])
+  from sg2jax import generate
+  assert generate.main(['--network', str(workdir), '--seeds', '0-1', '--outdir',
+                        str(tmp_path / 'images')]) == 0
+  assert (tmp_path / 'images' / 'seed0001.png').is_file()
+
+
+def test_a_workdir_trained_with_other_networks_is_refused(tmp_path):
+  train_and_evaluate(tiny(total_kimg=kimg(1)), tmp_path)
+  with pytest.raises(ValueError, match='trained with other networks than this config builds'):
+    train_and_evaluate(tiny(total_kimg=kimg(2), **{'G.channel_max': 8}), tmp_path)
+
+
+def start_training(workdir: Path, *overrides: str) -> tuple[subprocess.Popen, Path]:
+  log = workdir.parent / f'{workdir.name}.log'
+  args = [sys.executable, '-m', 'sg2jax.main', '--config', str(TESTS / 'tiny_experiment.py'),
+          '--workdir', str(workdir), *overrides]
+  proc = subprocess.Popen(args, stdout=open(log, 'w'), stderr=subprocess.STDOUT)
+  return proc, log
+
+
+def wait_for(predicate, proc, log, timeout=300):
+  start = time.time()
+  while not predicate():
+    assert proc.poll() is None, Path(log).read_text()[-3000:]
+    assert time.time() - start < timeout, 'timed out'
+    time.sleep(0.005)
+
+
+def test_sigterm_saves_a_checkpoint_and_resume_continues(tmp_path):
+  workdir = tmp_path / 'run'
+  proc, log = start_training(workdir, '--config.total_kimg=100', '--config.snapshot_ticks=100000')
+  wait_for(lambda: 'tick 2 ' in log.read_text(), proc, log)
+  proc.send_signal(signal.SIGTERM)
+  assert proc.wait(timeout=120) == 0, log.read_text()[-3000:]
+  assert 'stop requested' in log.read_text()
+  stopped_at = TrainCheckpoints(workdir).latest_step()
+  assert stopped_at is not None and 4 <= stopped_at < 12500
+  proc, log = start_training(workdir, f'--config.total_kimg={kimg(stopped_at + 3)}')
+  assert proc.wait(timeout=300) == 0, log.read_text()[-3000:]
+  assert f'resumed from step {stopped_at}' in log.read_text()
+  assert TrainCheckpoints(workdir).latest_step() == stopped_at + 3
+
+
+def test_sigkill_during_a_save_keeps_the_previous_checkpoint(tmp_path):
+  workdir = tmp_path / 'run'
+  checkpoints = workdir / 'checkpoints'
+  proc, log = start_training(workdir, '--config.total_kimg=100')
+
+  def saving_after_a_finished_one():
+    if not checkpoints.is_dir():
+      return False
+    names = [p.name for p in checkpoints.iterdir()]
+    return any(n.isdigit() for n in names) and any('tmp' in n for n in names)
+
+  wait_for(saving_after_a_finished_one, proc, log)
+  proc.kill()
+  proc.wait(timeout=60)
+  names = [p.name for p in checkpoints.iterdir()]
+  assert any('tmp' in n for n in names), f'not killed during a save: {names}'
+  latest = TrainCheckpoints(workdir).latest_step()
+  assert latest is not None and str(latest) in names
+  networks = load_networks(workdir)  # the previous checkpoint loads
+  assert set(networks) == {'G', 'D', 'G_ema'}
+  state = train_and_evaluate(tiny(total_kimg=kimg(latest + 2)), workdir)  # and training resumes
+  assert int(state.step) == latest + 2
+
+
+def test_unknown_config_key_is_named(tmp_path):
+  out = subprocess.run([sys.executable, '-m', 'sg2jax.main', '--config',
+                        str(TESTS / 'tiny_experiment.py'), '--workdir', str(tmp_path),
+                        '--config.totl_kimg=1'], capture_output=True, text=True, timeout=120)
+  assert out.returncode != 0
+  assert out.stderr.strip().splitlines()[-1] == ('error: bad --config override: totl_kimg Did you '
+                                                 'mean "total_kimg" instead of "totl_kimg"?')
+
+
+def test_batch_not_divisible_by_devices():
+  with pytest.raises(ValueError, match=r'batch_size 6 is not divisible by the 4 devices; use a '
+                                       r'multiple of 4'):
+    build(tiny(batch_size=6, batch_gpu=2), make_mesh())
+
+
+@pytest.mark.slow
+def test_demo_learns(tmp_path):
+  """The demo for 12 kimg: G_ema's samples move towards the data (mean distance of each fake to
+  its nearest real image falls by a third)."""
+  from experiments import demo
+  from sg2jax.checkpoint import load_training_networks
+  from sg2jax.data.sources import ShapesSource
+  from sg2jax.networks.config import build_network
+  config = demo.get_config()
+  config.total_kimg = 12
+  reals = np.stack([ShapesSource(512, 32)[i]['image'] for i in range(512)]).astype(np.float32)
+
+  def distance(step=None):
+    net = load_training_networks(tmp_path, step)['G_ema']
+    g = build_network(net.config)
+    z = jax.random.normal(jax.random.key(7), (64, g.z_dim))
+    fakes = (np.asarray(g.apply(net.variables, z, noise_mode='const')) + 1) * 127.5
+    d = ((fakes[:, None] - reals[None]) ** 2).mean(axis=(2, 3, 4))
+    return float(np.sqrt(d.min(axis=1)).mean())
+
+  config.total_kimg = 0.016
+  train_and_evaluate(config, tmp_path)
+  before = distance()
+  config.total_kimg = 12
+  train_and_evaluate(config, tmp_path)
+  after = distance()
+  assert after < before * 2 / 3, (before, after)
