@@ -141,3 +141,15 @@ def test_dataset_tool_command(tmp_path):
                         '--dest', str(tmp_path / 'ds.zip'), '--resolution', '16'],
                        capture_output=True, text=True, timeout=120)
   assert out.returncode != 0 and out.stderr.strip().endswith('choose a new --dest')
+
+
+def test_tfds_source_reads_images_and_labels():
+  import tensorflow_datasets as tfds
+  with tfds.testing.mock_data(num_examples=12):
+    source = open_source('tfds', 'cifar10', 'train', use_labels=True)
+    assert len(source) == 12 and source.label_dim == 10
+    example = source[3]
+    assert example['image'].shape == (32, 32, 3) and example['label'].sum() == 1
+    data = TrainData(source, 32, 3, global_batch_size=4, seed=0)
+    batch = next(data)
+    assert batch['image'].shape == (4, 32, 32, 3) and batch['label'].shape == (4, 10)

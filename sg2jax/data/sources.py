@@ -188,8 +188,8 @@ class LmdbSource(ImageSource):
 class TfdsSource(ImageSource):
   """A tensorflow-datasets dataset through `tfds.data_source` (array_record builds, no TF graph).
 
-  Images come from the `image` feature; integer `label` features become one-hot labels when
-  `use_labels` is set.
+  Images come from the `image` feature; with `use_labels`, the integer `label` feature becomes a
+  one-hot label (read with the image, so nothing is scanned up front).
   """
 
   def __init__(self, name: str, split: str = 'train', data_dir: Optional[str] = None,
@@ -200,13 +200,16 @@ class TfdsSource(ImageSource):
       self._source = tfds.data_source(name, split=split, data_dir=data_dir)
     except Exception as e:
       raise ValueError(f'tfds dataset {name!r} (split {split!r}) is not available: {e}') from None
+    self.num_classes = 0
     if use_labels:
-      info = self._source.dataset_info
-      feature = info.features['label']
-      values = np.asarray([self._source[i]['label'] for i in range(len(self._source))])
-      onehot = np.zeros((len(values), feature.num_classes), np.float32)
-      onehot[np.arange(len(values)), values] = 1
-      self.labels = onehot
+      features = self._source.dataset_info.features
+      if 'label' not in features:
+        raise ValueError(f'tfds dataset {name!r} has no label feature but config.cond is True')
+      self.num_classes = features['label'].num_classes
+
+  @property
+  def label_dim(self) -> int:
+    return self.num_classes
 
   def __len__(self) -> int:
     return len(self._source)
@@ -214,9 +217,13 @@ class TfdsSource(ImageSource):
   def name(self, index: int) -> str:
     return f'tfds:{self.dataset_name}/{self.split}[{index}]'
 
-  def _read(self, index: int) -> np.ndarray:
-    image = np.asarray(self._source[index]['image'], np.uint8)
-    return image[..., None] if image.ndim == 2 else image
+  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+    record = self._source[int(index)]
+    image = np.asarray(record['image'], np.uint8)
+    label = np.zeros((self.num_classes,), np.float32)
+    if self.num_classes:
+      label[int(record['label'])] = 1
+    return {'image': image[..., None] if image.ndim == 2 else image, 'label': label}
 
 
 class ShapesSource(ImageSource):
