@@ -13,8 +13,17 @@ import numpy as np
 
 from sg2jax.networks.discriminator import Discriminator
 from sg2jax.networks.generator import Generator
+from sg2jax.networks.progressive import ProgressiveDiscriminator, ProgressiveGenerator
+from sg2jax.networks.stylegan1 import BasicDiscriminator, StyleGenerator
 
-NETWORK_CLASSES = {'Generator': Generator, 'Discriminator': Discriminator}
+NETWORK_CLASSES = {cls.__name__: cls for cls in (
+    Generator, Discriminator, StyleGenerator, BasicDiscriminator, ProgressiveGenerator,
+    ProgressiveDiscriminator)}
+GENERATOR_CLASSES = (Generator, StyleGenerator, ProgressiveGenerator)
+
+
+def is_generator(network: nn.Module) -> bool:
+  return isinstance(network, GENERATOR_CLASSES)
 
 
 class NetworkWeights(NamedTuple):
@@ -45,15 +54,16 @@ def build_network(config: dict[str, Any]) -> nn.Module:
   unknown = sorted(set(config) - known)
   if unknown:
     raise ValueError(f'{name} has no option(s) {", ".join(unknown)}')
-  if 'resample_filter' in config:
-    config['resample_filter'] = tuple(config['resample_filter'])
+  for key in ('resample_filter', 'blur_filter'):
+    if key in config:
+      config[key] = tuple(config[key])
   return cls(**config)
 
 
 def example_inputs(network: nn.Module, batch_size: int = 1) -> tuple:
   """Zero inputs of the right shapes for `init` / `eval_shape`."""
   c = jnp.zeros((batch_size, network.c_dim)) if network.c_dim > 0 else None
-  if isinstance(network, Generator):
+  if is_generator(network):
     return (jnp.zeros((batch_size, network.z_dim)), c)
   r = network.img_resolution
   return (jnp.zeros((batch_size, r, r, network.img_channels)), c)
@@ -61,7 +71,7 @@ def example_inputs(network: nn.Module, batch_size: int = 1) -> tuple:
 
 def init_variables(network: nn.Module, key: jax.Array) -> dict:
   """Freshly initialized variables (official initialization, SPEC.md §1.10)."""
-  kwargs = {'noise_mode': 'const'} if isinstance(network, Generator) else {}
+  kwargs = {'noise_mode': 'const'} if is_generator(network) else {}
   return dict(network.init({'params': key}, *example_inputs(network), **kwargs))
 
 

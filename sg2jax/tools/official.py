@@ -30,6 +30,7 @@ import numpy as np
 from sg2jax.networks.config import (NetworkWeights, abstract_variables, build_network,
                                     check_variables)
 from sg2jax.ops.upfirdn import setup_filter
+from sg2jax.tools.official_growing import tf_growing_config, tf_growing_to_variables
 from sg2jax.tools.torch_pickle import TorchReader, UnsafePickleError
 
 NETWORK_KEYS = ('G', 'D', 'G_ema')
@@ -214,7 +215,8 @@ _TF_MOD_LEAVES = {'mod_weight': 'affine.weight', 'mod_bias': 'affine.bias'}
 
 
 def tf_to_ada_state_dict(tf_vars: dict[str, np.ndarray], network: str) -> dict[str, np.ndarray]:
-  """Renames TF StyleGAN2 variables (component-prefixed, e.g. `synthesis/8x8/Conv0_up/weight`)
+  """Renames TF StyleGAN2 variables (component-prefixed, `synthesis/8x8/Conv0_up/weight` or
+  `G_synthesis/...`)
   to ADA `state_dict` entries, with ADA layouts (SPEC.md §1.15):
   conv HWIO -> OIHW, flipped for `Conv0_up` / G `Skip`; dense `[in, out]` -> `[out, in]`;
   `mod_bias + 1`; `noise{i}` -> the i-th layer's `noise_const`; `dlatent_avg` -> `w_avg`.
@@ -225,7 +227,8 @@ def tf_to_ada_state_dict(tf_vars: dict[str, np.ndarray], network: str) -> dict[s
   unknown = []
   for name, value in tf_vars.items():
     value = np.asarray(value, dtype=np.float32)
-    if network == 'G' and name == 'lod':
+    name = re.sub(r'^G_(mapping|synthesis)/', r'\1/', name)  # Network.vars-style scope names
+    if network == 'G' and name in ('lod', 'synthesis/lod'):
       continue  # progressive-growing level of detail; always 0 for configs E/F
     if network == 'G' and name == 'dlatent_avg':
       out['mapping.w_avg'] = value
@@ -427,7 +430,15 @@ def _tf_variables(net: TFNetworkState, prefix: str = '') -> dict[str, np.ndarray
   return out
 
 
-_TF_BUILD_FUNCS = {'G_main': 'G', 'D_stylegan2': 'D'}
+def _tf_kind(func: str, synthesis_func: str) -> str:
+  """TF build functions -> 'G' / 'D' (configs E/F, through ADA names) or a config A-D kind."""
+  if func == 'G_main' and synthesis_func == 'G_synthesis_stylegan2':
+    return 'G'
+  if func == 'G_main' and synthesis_func == 'G_synthesis_stylegan_revised':
+    return 'G_revised'
+  if func == 'G_style' and synthesis_func == 'G_synthesis':
+    return 'G_style'
+  return {'D_stylegan2': 'D', 'D_stylegan': 'D_stylegan', 'D_basic': 'D_basic'}.get(func, '')
 
 
 def tf_network_weights(net: Any, key: str, source: str) -> NetworkWeights:
@@ -438,11 +449,12 @@ def tf_network_weights(net: Any, key: str, source: str) -> NetworkWeights:
   components = net.state.get('components') or {}
   synthesis = components.get('synthesis')
   synthesis_func = synthesis.state.get('build_func_name') if synthesis is not None else None
-  kind = _TF_BUILD_FUNCS.get(func)
-  if kind is None or (kind == 'G' and synthesis_func != 'G_synthesis_stylegan2'):
-    raise ValueError(f'{source}: {key} is built by {func}/{synthesis_func}; sg2jax loads the '
-                     f'StyleGAN2 networks of configs E/F (G_main + G_synthesis_stylegan2, '
-                     f'D_stylegan2) from TF pickles')
+  kind = _tf_kind(func, synthesis_func)
+  if not kind:
+    raise ValueError(f'{source}: {key} is built by {func}/{synthesis_func}, which is not a '
+                     f'StyleGAN2 paper network (configs A-F: G_style, G_main with '
+                     f'G_synthesis_stylegan2 or G_synthesis_stylegan_revised, D_basic, '
+                     f'D_stylegan, D_stylegan2)')
   if int(net.state.get('version', 0)) < 4:
     raise ValueError(f'{source}: TF network pickle version {net.state.get("version")} is too '
                      f'old (StyleGAN2 writes version 4)')
@@ -450,9 +462,13 @@ def tf_network_weights(net: Any, key: str, source: str) -> NetworkWeights:
   for component in components.values():
     for name, value in (component.state.get('static_kwargs') or {}).items():
       kwargs.setdefault(name, value)
-  config = _tf_config(kwargs, kind)
-  state_dict = tf_to_ada_state_dict(_tf_variables(net), kind)
-  variables = ada_to_variables(state_dict, kind, config['resample_filter'])
+  if kind in ('G', 'D'):
+    config = _tf_config(kwargs, kind)
+    state_dict = tf_to_ada_state_dict(_tf_variables(net), kind)
+    variables = ada_to_variables(state_dict, kind, config['resample_filter'])
+  else:
+    config = tf_growing_config(kwargs, kind)
+    variables = tf_growing_to_variables(_tf_variables(net), kind, config['img_resolution'])
   return NetworkWeights(_check_config(config, variables, f'{source} [{key}]'), variables)
 
 
