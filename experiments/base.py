@@ -33,6 +33,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   # ---- Networks (sg2jax.networks.Generator / Discriminator fields) ---------------------------
   config.G = ml_collections.ConfigDict()
+  config.G.type = 'Generator'  # Generator (E/F) | StyleGenerator (A) | ProgressiveGenerator (B-D)
   config.G.z_dim = 512
   config.G.w_dim = 512
   config.G.mapping_layers = 8
@@ -46,6 +47,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.G.dtype = 'float32'  # compute dtype: float32 | bfloat16
 
   config.D = ml_collections.ConfigDict()
+  config.D.type = 'Discriminator'  # Discriminator | BasicDiscriminator | ProgressiveDiscriminator
   config.D.architecture = 'resnet'  # orig | skip | resnet
   config.D.channel_base = 32768
   config.D.channel_max = 512
@@ -73,6 +75,17 @@ def get_config() -> ml_collections.ConfigDict:
   config.style_mixing_prob = 0.9
   config.g_reg_interval = ml_collections.FieldReference(4, field_type=int)  # None: every step
   config.d_reg_interval = ml_collections.FieldReference(16, field_type=int)  # in the main loss
+
+  # ---- Progressive growing (configs A-D: progressive G and D types; SPEC.md §2.1) --------------
+  config.growing = ml_collections.ConfigDict()
+  config.growing.initial_resolution = 8  # TF lod_initial_resolution
+  config.growing.training_kimg = 600.0  # per resolution: stable, then
+  config.growing.transition_kimg = 600.0  # fading in the next one
+  config.growing.minibatch_repeats = 4  # minibatches between schedule evaluations
+  config.growing.batch_sizes = ((8, 256), (16, 128), (32, 64), (64, 32))  # else batch_size
+  config.growing.batch_gpus = ((8, 32), (16, 16), (32, 8), (64, 4))  # else batch_gpu
+  config.growing.lr = 0.001  # learning rate when a resolution is not in `lrs`
+  config.growing.lrs = ((128, 0.0015), (256, 0.002), (512, 0.003), (1024, 0.003))
 
   # ---- Loop, checkpoints, reports ------------------------------------------------------------
   config.kimg_per_tick = 4.0  # progress line and scalars every tick

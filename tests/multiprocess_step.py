@@ -35,8 +35,10 @@ assert jax.device_count() == 4 and jax.process_count() == 2
 exp = build(tiny_experiment.get_config())
 state = jax.jit(lambda: init_state(exp.generator, exp.discriminator, exp.g_tx, exp.d_tx,
                                    exp.config.seed), out_shardings=replicated(exp.mesh))()
-step = TrainStep(exp.generator, exp.discriminator, exp.g_tx, exp.d_tx, exp.step_config, exp.mesh)
-state, _ = step(state, global_batch(next(exp.data), exp.mesh), 0)
+phase = exp.schedule.at(0)
+step = TrainStep(exp.generator, exp.discriminator, exp.g_tx, exp.d_tx, exp.step_config(phase),
+                 exp.mesh)
+state, _ = step(state, global_batch(exp.data.next_batch(phase.batch_size), exp.mesh), 0)
 if process_id == 0:
   leaves = flatten_variables({'g': state.g, 'g_ema': state.g_ema, 'd': state.d,
                               'pl_mean': state.pl_mean})

@@ -72,7 +72,7 @@ def test_wrongly_sized_image_is_named(tmp_path):
     convert_dataset(tmp_path, tmp_path / 'out', 8)
   data = TrainData(FolderSource(tmp_path), 8, 3, global_batch_size=3, seed=0)
   with pytest.raises(ValueError, match=r'img007.png is 6x8 with 3 channel\(s\), expected 8x8'):
-    next(data)
+    data.next_batch(4)
 
 
 def test_resolution_must_be_a_power_of_two(tmp_path):
@@ -96,13 +96,13 @@ def test_center_crop_wide_letterboxes_lsun_car():
 def test_pipeline_is_deterministic_resumable_and_epoch_shuffled(tmp_path):
   source = ShapesSource(10, 8, seed=1)
   data = TrainData(source, 8, 3, global_batch_size=4, seed=5, mirror=True)
-  batches = [next(data) for _ in range(3)]
+  batches = [data.next_batch(4) for _ in range(3)]
   state = data.get_state()
-  after = [next(data) for _ in range(4)]
+  after = [data.next_batch(4) for _ in range(4)]
   again = TrainData(source, 8, 3, global_batch_size=4, seed=5, mirror=True)
-  np.testing.assert_array_equal(next(again)['image'], batches[0]['image'])
+  np.testing.assert_array_equal(again.next_batch(4)['image'], batches[0]['image'])
   again.set_state(state)
-  for a, b in zip(after, [next(again) for _ in range(4)]):
+  for a, b in zip(after, [again.next_batch(4) for _ in range(4)]):
     np.testing.assert_array_equal(a['image'], b['image'])
   # Every image of an epoch once: the first 10 draws are the 10 images (some mirrored).
   seen = np.concatenate([b['image'] for b in batches])[:10]
@@ -151,5 +151,5 @@ def test_tfds_source_reads_images_and_labels():
     example = source[3]
     assert example['image'].shape == (32, 32, 3) and example['label'].sum() == 1
     data = TrainData(source, 32, 3, global_batch_size=4, seed=0)
-    batch = next(data)
+    batch = data.next_batch(4)
     assert batch['image'].shape == (4, 32, 32, 3) and batch['label'].shape == (4, 10)

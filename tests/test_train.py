@@ -96,8 +96,10 @@ def one_minibatch(mesh):
   exp = build(tiny(), mesh)
   state = jax.jit(lambda: init_state(exp.generator, exp.discriminator, exp.g_tx, exp.d_tx,
                                      exp.config.seed), out_shardings=replicated(mesh))()
-  step = TrainStep(exp.generator, exp.discriminator, exp.g_tx, exp.d_tx, exp.step_config, mesh)
-  state, metrics = step(state, global_batch(next(exp.data), mesh), 0)
+  phase = exp.schedule.at(0)
+  step = TrainStep(exp.generator, exp.discriminator, exp.g_tx, exp.d_tx, exp.step_config(phase),
+                   mesh)
+  state, metrics = step(state, global_batch(exp.data.next_batch(phase.batch_size), mesh), 0)
   return state_leaves(state), jax.device_get(metrics)
 
 

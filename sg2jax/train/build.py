@@ -8,7 +8,7 @@ import dataclasses
 import math
 from typing import Any, Optional
 
-import jax
+import flax.linen as nn
 import ml_collections
 import optax
 from jax.sharding import Mesh
@@ -17,8 +17,11 @@ from sg2jax.data.pipeline import TrainData
 from sg2jax.data.sources import guess_source_kind, image_shape, open_source
 from sg2jax.networks import Discriminator, Generator
 from sg2jax.networks.config import network_config
+from sg2jax.networks.progressive import ProgressiveDiscriminator, ProgressiveGenerator
+from sg2jax.networks.stylegan1 import BasicDiscriminator, StyleGenerator
 from sg2jax.networks.layers import check_resolution
 from sg2jax.sharding import check_batch_size, make_mesh
+from sg2jax.train.schedule import FixedSchedule, GrowingSchedule, Phase
 from sg2jax.train.step import NAN_POLICIES, StepConfig
 
 
@@ -27,21 +30,38 @@ class Experiment:
   """What `train_and_evaluate` runs, built from a config."""
   config: ml_collections.ConfigDict
   mesh: Mesh
-  generator: Generator
-  discriminator: Discriminator
+  generator: nn.Module
+  discriminator: nn.Module
   g_tx: optax.GradientTransformation
   d_tx: optax.GradientTransformation
-  step_config: StepConfig
+  schedule: Any  # FixedSchedule | GrowingSchedule
   data: TrainData
   hyper: dict[str, Any]  # derived_hyperparameters
 
   @property
-  def total_steps(self) -> int:
-    return self.hyper['total_steps']
+  def total_nimg(self) -> int:
+    return self.hyper['total_nimg']
+
+  @property
+  def minibatch_repeats(self) -> int:
+    """Minibatches between schedule evaluations (TF: 4 with progressive growing)."""
+    return self.config.growing.minibatch_repeats if self.schedule.progressive else 1
 
   def network_configs(self) -> dict[str, dict]:
     g = network_config(self.generator)
     return {'G': g, 'G_ema': g, 'D': network_config(self.discriminator)}
+
+  def step_config(self, phase: Phase) -> StepConfig:
+    """The phases' settings for one schedule phase (one compiled program per distinct value)."""
+    config = self.config
+    level = phase.level if self.schedule.progressive else 0
+    return StepConfig(
+        batch_size=phase.batch_size, pl_batch_size=phase.batch_size // config.pl_batch_shrink,
+        mbstd_shard_size=phase.batch_gpu, style_mixing_prob=config.style_mixing_prob,
+        r1_gamma=config.r1_gamma, pl_weight=config.pl_weight, pl_decay=config.pl_decay,
+        g_reg_interval=config.g_reg_interval, d_reg_interval=config.d_reg_interval,
+        ema_kimg=config.ema_kimg, ema_rampup=config.ema_rampup, nan_policy=config.nan_policy,
+        resolution=phase.resolution if self.schedule.progressive else None, level=level)
 
 
 def lazy_regularization_factor(interval: Optional[int]) -> float:
@@ -68,13 +88,50 @@ def derived_hyperparameters(config: ml_collections.ConfigDict, num_devices: int)
     out[f'{net}_beta2'] = config.adam_beta2 ** c
   out['pl_batch_size'] = batch // config.pl_batch_shrink
   out['ema_beta'] = 0.5 ** (batch / (config.ema_kimg * 1000))
-  out['total_steps'] = math.ceil(config.total_kimg * 1000 / batch)
-  out['steps_per_tick'] = max(1, round(config.kimg_per_tick * 1000 / batch))
+  out['total_nimg'] = int(math.ceil(config.total_kimg * 1000))
+  out['total_steps'] = math.ceil(config.total_kimg * 1000 / batch)  # without growing
   return out
 
 
 def _adam(lr: float, beta1: float, beta2: float, eps: float) -> optax.GradientTransformation:
-  return optax.adam(lr, b1=beta1, b2=beta2, eps=eps)
+  """optax Adam with the learning rate in its state (progressive growing changes it)."""
+  return optax.inject_hyperparams(optax.adam)(learning_rate=lr, b1=beta1, b2=beta2, eps=eps)
+
+
+def make_schedule(config: ml_collections.ConfigDict, resolution: int, progressive: bool,
+                  hyper: dict[str, Any]):
+  """FixedSchedule (configs E/F), or the progressive-growing schedule of configs A-D."""
+  if not progressive:
+    return FixedSchedule(resolution, config.batch_size, config.batch_gpu, hyper['G_lr'],
+                         hyper['D_lr'])
+  growing = config.growing
+  return GrowingSchedule(
+      resolution, growing.initial_resolution, growing.training_kimg, growing.transition_kimg,
+      config.batch_size, config.batch_gpu, dict(growing.batch_sizes), dict(growing.batch_gpus),
+      growing.lr, dict(growing.lrs), lazy_regularization_factor(config.g_reg_interval),
+      lazy_regularization_factor(config.d_reg_interval))
+
+
+def check_batches(schedule, mesh: Mesh, pl_batch_shrink: int) -> int:
+  """Checks every (minibatch, per-GPU minibatch) the run will use against the devices before
+  training starts; returns the largest minibatch."""
+  if schedule.progressive:
+    levels = int(math.log2(schedule.resolution) - math.log2(schedule.initial_resolution)) + 1
+    resolutions = [schedule.resolution >> level for level in range(levels)]
+    settings = {r: (schedule.batch_sizes.get(r, schedule.batch_size),
+                    schedule.batch_gpus.get(r, schedule.batch_gpu)) for r in resolutions}
+  else:
+    settings = {schedule.resolution: (schedule.batch_size, schedule.batch_gpu)}
+  for resolution, (batch, batch_gpu) in settings.items():
+    where = f' (at resolution {resolution})' if schedule.progressive else ''
+    per_device = check_batch_size(batch, mesh, f'batch_size{where}')
+    check_batch_size(batch // pl_batch_shrink, mesh, f'batch_size / pl_batch_shrink{where}')
+    if batch % batch_gpu:
+      raise ValueError(f'batch_size {batch}{where} is not a multiple of batch_gpu {batch_gpu}')
+    if per_device % batch_gpu and batch_gpu % per_device:
+      raise ValueError(f'batch_gpu {batch_gpu} and the per-device batch {per_device}{where} must '
+                       f'divide one another')
+  return max(batch for batch, _ in settings.values())
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -84,9 +141,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
                      f'{", ".join(NAN_POLICIES)}')
   if config.batch_size <= 0 or config.batch_gpu <= 0:
     raise ValueError('config.batch_size and config.batch_gpu must be positive')
-  if config.batch_size % config.batch_gpu:
-    raise ValueError(f'config.batch_size {config.batch_size} is not a multiple of '
-                     f'config.batch_gpu {config.batch_gpu}')
   if config.batch_size % config.pl_batch_shrink:
     raise ValueError(f'config.batch_size {config.batch_size} is not divisible by '
                      f'config.pl_batch_shrink {config.pl_batch_shrink}')
@@ -97,33 +151,51 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f'config.precision {config.precision!r} is not highest, high or default')
 
 
+G_TYPES = ('Generator', 'StyleGenerator', 'ProgressiveGenerator')
+D_TYPES = ('Discriminator', 'BasicDiscriminator', 'ProgressiveDiscriminator')
+
+
 def build_networks(config: ml_collections.ConfigDict, resolution: int, channels: int,
-                   c_dim: int) -> tuple[Generator, Discriminator]:
+                   c_dim: int) -> tuple[nn.Module, nn.Module]:
+  """G and D of the types `config.G.type` / `config.D.type` (configs A-F)."""
   g, d = config.G, config.D
-  generator = Generator(
-      z_dim=g.z_dim, c_dim=c_dim, w_dim=g.w_dim, img_resolution=resolution,
-      img_channels=channels, mapping_layers=g.mapping_layers,
-      mapping_lr_multiplier=g.mapping_lr_multiplier, w_avg_beta=g.w_avg_beta,
-      architecture=g.architecture, channel_base=g.channel_base, channel_max=g.channel_max,
-      conv_clamp=g.conv_clamp, fused_modconv=g.fused_modconv, dtype=g.dtype)
-  discriminator = Discriminator(
-      c_dim=c_dim, img_resolution=resolution, img_channels=channels,
-      architecture=d.architecture, channel_base=d.channel_base, channel_max=d.channel_max,
-      conv_clamp=d.conv_clamp, mbstd_group_size=d.mbstd_group_size,
-      mbstd_num_channels=d.mbstd_num_channels, dtype=d.dtype)
+  if g.type not in G_TYPES:
+    raise ValueError(f'config.G.type {g.type!r} is not one of {", ".join(G_TYPES)}')
+  if d.type not in D_TYPES:
+    raise ValueError(f'config.D.type {d.type!r} is not one of {", ".join(D_TYPES)}')
+  mapping = dict(z_dim=g.z_dim, c_dim=c_dim, w_dim=g.w_dim, img_resolution=resolution,
+                 img_channels=channels, mapping_layers=g.mapping_layers,
+                 mapping_lr_multiplier=g.mapping_lr_multiplier, w_avg_beta=g.w_avg_beta,
+                 channel_base=g.channel_base, channel_max=g.channel_max, dtype=g.dtype)
+  if g.type == 'Generator':
+    generator = Generator(architecture=g.architecture, conv_clamp=g.conv_clamp,
+                          fused_modconv=g.fused_modconv, **mapping)
+  elif g.type == 'ProgressiveGenerator':
+    generator = ProgressiveGenerator(conv_clamp=g.conv_clamp, fused_modconv=g.fused_modconv,
+                                     **mapping)
+  else:
+    generator = StyleGenerator(**mapping)
+  common = dict(c_dim=c_dim, img_resolution=resolution, img_channels=channels,
+                channel_base=d.channel_base, channel_max=d.channel_max,
+                mbstd_group_size=d.mbstd_group_size, mbstd_num_channels=d.mbstd_num_channels,
+                dtype=d.dtype)
+  if d.type == 'Discriminator':
+    discriminator = Discriminator(architecture=d.architecture, conv_clamp=d.conv_clamp, **common)
+  elif d.type == 'ProgressiveDiscriminator':
+    discriminator = ProgressiveDiscriminator(conv_clamp=d.conv_clamp, **common)
+  else:
+    discriminator = BasicDiscriminator(**common)
+  if getattr(generator, 'progressive', False) != getattr(discriminator, 'progressive', False):
+    raise ValueError(f'config.G.type {g.type} and config.D.type {d.type} do not match: both or '
+                     f'neither must grow progressively')
   return generator, discriminator
 
 
 def build(config: ml_collections.ConfigDict, mesh: Optional[Mesh] = None) -> Experiment:
-  """Builds the run: checks the config, opens the data, makes networks, optimizers and mesh."""
+  """Builds the run: checks the config, opens the data, makes networks, optimizers, schedule."""
   validate(config)
   mesh = make_mesh() if mesh is None else mesh
-  per_device = check_batch_size(config.batch_size, mesh)
-  if per_device % config.batch_gpu and config.batch_gpu % per_device:
-    raise ValueError(f'config.batch_gpu {config.batch_gpu} and the per-device batch {per_device} '
-                     f'must divide one another')
   hyper = derived_hyperparameters(config, mesh.devices.size)
-  check_batch_size(hyper['pl_batch_size'], mesh, 'batch_size / pl_batch_shrink')
 
   kind = guess_source_kind(config.data.path) if config.data.source == 'auto' else config.data.source
   source = open_source(kind, config.data.path, config.data.split, config.cond,
@@ -136,19 +208,14 @@ def build(config: ml_collections.ConfigDict, mesh: Optional[Mesh] = None) -> Exp
     raise ValueError(f'{source.name(0)} is {width}x{height}, not {resolution}x{resolution}; '
                      f'prepare the data with `python -m sg2jax.dataset_tool --resolution '
                      f'{resolution}`')
-  data = TrainData(source, resolution, channels, config.batch_size,
+  generator, discriminator = build_networks(config, resolution, channels, source.label_dim)
+  schedule = make_schedule(config, resolution, getattr(generator, 'progressive', False), hyper)
+  largest_batch = check_batches(schedule, mesh, config.pl_batch_shrink)
+  data = TrainData(source, resolution, channels, largest_batch,
                    seed=config.seed, mirror=config.mirror, max_images=config.data.max_images,
                    num_threads=config.data.num_threads, prefetch=config.data.prefetch)
   hyper.update(resolution=resolution, channels=channels, c_dim=source.label_dim,
-               num_images=data.num_images)
-
-  generator, discriminator = build_networks(config, resolution, channels, source.label_dim)
+               num_images=data.num_images, progressive=schedule.progressive)
   g_tx = _adam(hyper['G_lr'], hyper['G_beta1'], hyper['G_beta2'], config.adam_eps)
   d_tx = _adam(hyper['D_lr'], hyper['D_beta1'], hyper['D_beta2'], config.adam_eps)
-  step_config = StepConfig(
-      batch_size=config.batch_size, pl_batch_size=hyper['pl_batch_size'],
-      mbstd_shard_size=config.batch_gpu, style_mixing_prob=config.style_mixing_prob,
-      r1_gamma=config.r1_gamma, pl_weight=config.pl_weight, pl_decay=config.pl_decay,
-      g_reg_interval=config.g_reg_interval, d_reg_interval=config.d_reg_interval,
-      ema_kimg=config.ema_kimg, ema_rampup=config.ema_rampup, nan_policy=config.nan_policy)
-  return Experiment(config, mesh, generator, discriminator, g_tx, d_tx, step_config, data, hyper)
+  return Experiment(config, mesh, generator, discriminator, g_tx, d_tx, schedule, data, hyper)

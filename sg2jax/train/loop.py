@@ -23,7 +23,8 @@ from sg2jax.checkpoint import TrainCheckpoints
 from sg2jax.sharding import global_batch, replicated
 from sg2jax.tools.images import make_grid, save_image, to_uint8
 from sg2jax.train.build import Experiment, build
-from sg2jax.train.state import GANState, init_state
+from sg2jax.train.schedule import optimizer_reset_due
+from sg2jax.train.state import GANState, init_state, reset_optimizers
 from sg2jax.train.step import TrainStep
 
 # A hook runs at every snapshot: (experiment, state, step, kimg) -> scalars to report.
@@ -59,12 +60,16 @@ class StopRequest:
 
 
 def _initial_state(exp: Experiment, checkpoints: TrainCheckpoints, state_sharding):
-  """A fresh state, or the latest checkpoint's (with the data position); returns (state, step)."""
+  """A fresh state, or the latest checkpoint's (with the data position).
+
+  Returns:
+    (state, meta): meta holds `phase_nimg`, the image count at which the current schedule phase
+    began (None for a fresh run).
+  """
   make = lambda: init_state(exp.generator, exp.discriminator, exp.g_tx, exp.d_tx, exp.config.seed)
   latest = checkpoints.latest_step()
   if latest is None:
-    state = jax.jit(make, out_shardings=state_sharding)()
-    return state, 0
+    return jax.jit(make, out_shardings=state_sharding)(), {'phase_nimg': None}
   meta = checkpoints.restore_meta(latest)
   expected = exp.network_configs()
   if meta['networks'] != json.loads(json.dumps(expected)):
@@ -77,7 +82,7 @@ def _initial_state(exp: Experiment, checkpoints: TrainCheckpoints, state_shardin
   state = checkpoints.restore(latest, abstract)
   exp.data.set_state(meta['data'])
   logging.info('resumed from step %d (%.1f kimg)', meta['step'], meta['kimg'])
-  return state, int(meta['step'])
+  return state, meta
 
 
 def _mean_metrics(history: list[dict[str, jax.Array]]) -> dict[str, float]:
@@ -85,6 +90,18 @@ def _mean_metrics(history: list[dict[str, jax.Array]]) -> dict[str, float]:
   history = jax.device_get(history)
   keys = sorted({k for h in history for k in h})
   return {k: float(np.mean([h[k] for h in history if k in h])) for k in keys}
+
+
+def count_steps(schedule, total_nimg: int, repeats: int) -> int:
+  """Minibatches until `total_nimg` images, following the schedule as the loop does."""
+  if not schedule.progressive:
+    return -(-total_nimg // schedule.at(0).batch_size)
+  steps = nimg = 0
+  while nimg < total_nimg:
+    batch = schedule.at(nimg).batch_size
+    steps += repeats
+    nimg += repeats * batch
+  return steps
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
@@ -95,7 +112,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
     raise ValueError(f'config.metrics {tuple(config.metrics)}: training-time metrics come with '
                      f'sg2jax.eval, which this version does not have yet; leave it empty')
   exp = build(config)
-  hyper = exp.hyper
+  hyper, schedule = exp.hyper, exp.schedule
   is_main = jax.process_index() == 0
   if is_main:
     workdir.mkdir(parents=True, exist_ok=True)
@@ -106,63 +123,76 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
 
   state_sharding = replicated(exp.mesh)
   checkpoints = TrainCheckpoints(workdir, keep=config.keep_checkpoints)
-  state, step = _initial_state(exp, checkpoints, state_sharding)
-  train_step = TrainStep(exp.generator, exp.discriminator, exp.g_tx, exp.d_tx, exp.step_config,
-                         exp.mesh, state_sharding)
+  state, meta = _initial_state(exp, checkpoints, state_sharding)
+  step, nimg = int(state.step), int(state.nimg)
+  phase_nimg = meta.get('phase_nimg')
+  phase = schedule.at(phase_nimg) if phase_nimg is not None else None
+  reset = jax.jit(lambda state, g_lr, d_lr: reset_optimizers(state, exp.g_tx, exp.d_tx, g_lr,
+                                                              d_lr),
+                  out_shardings=state_sharding, donate_argnums=0)
+  train_steps: dict = {}  # StepConfig -> TrainStep: one compiled set per phase setting
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_main,
                                                 asynchronous=True)
+  total_nimg = exp.total_nimg
+  repeats = exp.minibatch_repeats
   if step == 0:
     writer.write_hparams({k: v for k, v in hyper.items() if isinstance(v, (int, float))})
-  total = hyper['total_steps']
-  steps_per_tick = hyper['steps_per_tick']
-  progress = periodic_actions.ReportProgress(num_train_steps=total, writer=writer,
-                                             every_steps=steps_per_tick)
+  progress = periodic_actions.ReportProgress(
+      num_train_steps=count_steps(schedule, total_nimg, repeats), writer=writer, every_secs=30)
   samples = _SampleGrid(exp, workdir / 'samples', config.grid_size, config.seed)
   if step == 0 and is_main:
     samples.save_reals(exp.data.source)
+  tick_nimg = int(config.kimg_per_tick * 1000)
 
   def save(step: int) -> None:
-    meta = {'step': step, 'kimg': step * config.batch_size / 1000,
-            'networks': exp.network_configs(), 'data': data_state,
+    meta = {'step': step, 'kimg': nimg / 1000, 'phase_nimg': phase_nimg,
+            'networks': exp.network_configs(), 'data': exp.data.get_state(),
             'config': json.loads(config.to_json_best_effort())}
     checkpoints.save(step, state, meta)
 
-  data_state = exp.data.get_state()
-  batch = global_batch(next(exp.data), exp.mesh)
   history: list[dict[str, jax.Array]] = []
-  tick_start, tick_step, last_saved = time.time(), step, None
+  tick = nimg // tick_nimg if tick_nimg else 0
+  tick_start, tick_start_nimg, last_saved = time.time(), nimg, None
   with StopRequest() as stop:
-    while step < total:
-      state, metrics = train_step(state, batch, step)
+    while nimg < total_nimg:
+      if phase is None or (schedule.progressive and step % repeats == 0):
+        new_phase = schedule.at(nimg)
+        if optimizer_reset_due(None if phase is None else phase.lod, new_phase.lod):
+          state = reset(state, new_phase.g_lr, new_phase.d_lr)
+        phase, phase_nimg = new_phase, nimg
+      step_config = exp.step_config(phase)
+      if step_config not in train_steps:
+        train_steps[step_config] = TrainStep(exp.generator, exp.discriminator, exp.g_tx,
+                                             exp.d_tx, step_config, exp.mesh, state_sharding)
+      batch = global_batch(exp.data.next_batch(phase.batch_size), exp.mesh)
+      state, metrics = train_steps[step_config](state, batch, step, phase.lod)
+      metrics = {**metrics, 'Progress/lod': phase.lod, 'Progress/resolution': phase.resolution}
       step += 1
+      nimg += phase.batch_size
       history.append(metrics)
       progress(step)
-      data_state = exp.data.get_state()  # position before the batch for `step`
-      batch = global_batch(next(exp.data), exp.mesh)
-      tick_end = step % steps_per_tick == 0 or step == total
-      if tick_end:
-        tick = step // steps_per_tick
-        kimg = step * config.batch_size / 1000
+      if nimg >= tick_start_nimg + tick_nimg or nimg >= total_nimg:
+        tick += 1
+        kimg = nimg / 1000
         elapsed = time.time() - tick_start
+        tick_kimg = (nimg - tick_start_nimg) / 1000
         scalars = _mean_metrics(history)
         scalars.update({
-            'Progress/kimg': kimg, 'Progress/tick': tick,
-            'Timing/sec_per_tick': elapsed,
-            'Timing/sec_per_kimg': elapsed / max((step - tick_step) * config.batch_size / 1000,
-                                                 1e-9),
-            'Timing/images_per_sec': (step - tick_step) * config.batch_size / max(elapsed, 1e-9)})
-        if tick % config.image_snapshot_ticks == 0 or step == total:
-          samples.write(state, step, writer)
-        if tick % config.snapshot_ticks == 0 or step == total:
+            'Progress/kimg': kimg, 'Progress/tick': tick, 'Timing/sec_per_tick': elapsed,
+            'Timing/sec_per_kimg': elapsed / max(tick_kimg, 1e-9),
+            'Timing/images_per_sec': tick_kimg * 1000 / max(elapsed, 1e-9)})
+        if tick % config.image_snapshot_ticks == 0 or nimg >= total_nimg:
+          samples.write(state, step, writer, phase)
+        if tick % config.snapshot_ticks == 0 or nimg >= total_nimg:
           save(step)
           last_saved = step
           for hook in hooks:
             scalars.update(hook(exp, state, step, kimg))
         writer.write_scalars(step, scalars)
-        logging.info('tick %d kimg %.1f sec/tick %.1f sec/kimg %.2f G %.3f D %.3f', tick, kimg,
-                     elapsed, scalars['Timing/sec_per_kimg'], scalars.get('Loss/G/loss', np.nan),
-                     scalars.get('Loss/D/loss', np.nan))
-        history, tick_start, tick_step = [], time.time(), step
+        logging.info('tick %d kimg %.1f lod %.2f sec/tick %.1f sec/kimg %.2f G %.3f D %.3f', tick,
+                     kimg, phase.lod, elapsed, scalars['Timing/sec_per_kimg'],
+                     scalars.get('Loss/G/loss', np.nan), scalars.get('Loss/D/loss', np.nan))
+        history, tick_start, tick_start_nimg = [], time.time(), nimg
       if stop.requested():
         logging.warning('stop requested (signal %s): saving step %d and exiting', stop.signal, step)
         break
@@ -175,7 +205,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
 
 
 class _SampleGrid:
-  """Images of G_ema for fixed latents (const noise, no truncation), as PNG and TensorBoard."""
+  """Images of G_ema for fixed latents (const noise, no truncation), as PNG and TensorBoard;
+  with progressive growing, at the current level of detail."""
 
   def __init__(self, exp: Experiment, directory: Path, count: int, seed: int):
     self.directory = directory
@@ -184,8 +215,12 @@ class _SampleGrid:
     self.c = None
     if g.c_dim > 0:
       self.c = jax.nn.one_hot(jnp.arange(count) % g.c_dim, g.c_dim)
-    self.generate = jax.jit(lambda v, z, c: g.apply(v, z, c, noise_mode='const'),
-                            out_shardings=replicated(exp.mesh))
+    self.progressive = exp.schedule.progressive
+    self.generate = jax.jit(
+        lambda v, z, c, lod, resolution: g.apply(v, z, c, noise_mode='const',
+                                                 **({'lod': lod, 'resolution': resolution}
+                                                    if self.progressive else {})),
+        static_argnums=4, out_shardings=replicated(exp.mesh))
     self.count = count
 
   def save_reals(self, source) -> None:
@@ -193,9 +228,11 @@ class _SampleGrid:
     images = np.stack([source[i]['image'] for i in range(min(self.count, len(source)))])
     save_image(self.directory / 'reals.png', make_grid(images))
 
-  def write(self, state: GANState, step: int, writer) -> None:
-    images = to_uint8(jax.device_get(self.generate(state.g_ema, self.z, self.c)))
-    grid = make_grid(images)
+  def write(self, state: GANState, step: int, writer, phase) -> None:
+    resolution = phase.resolution if self.progressive else None
+    images = jax.device_get(self.generate(state.g_ema, self.z, self.c, jnp.float32(phase.lod),
+                                          resolution))
+    grid = make_grid(to_uint8(images))
     if jax.process_index() == 0:
       self.directory.mkdir(parents=True, exist_ok=True)
       save_image(self.directory / f'fakes{step:07d}.png', grid)
