@@ -46,3 +46,25 @@ def test_growing_run_resumes_mid_fade_exactly(name, tmp_path):
   networks = load_networks(tmp_path / 'straight')
   assert networks['G_ema'].config['class'] == ('StyleGenerator' if name == 'a'
                                                else 'ProgressiveGenerator')
+
+
+def test_a_fade_in_does_not_recompile():
+  """lod is a traced argument: every phase traces once for the whole fade at one resolution."""
+  import jax.numpy as jnp
+  from sg2jax.sharding import global_batch, replicated
+  from sg2jax.train.state import init_state, reset_optimizers
+  from sg2jax.train.step import TrainStep
+  exp = build(config_for('d'))
+  phase = exp.schedule.at(128)  # the first group of the 16x16 fade-in (lod 0.75)
+  assert (phase.resolution, phase.lod) == (16, 0.75)
+  train_step = TrainStep(exp.generator, exp.discriminator, exp.g_tx, exp.d_tx,
+                         exp.step_config(phase), exp.mesh)
+  state = jax.jit(lambda: reset_optimizers(
+      init_state(exp.generator, exp.discriminator, exp.g_tx, exp.d_tx, 0), exp.g_tx, exp.d_tx,
+      phase.g_lr, phase.d_lr), out_shardings=replicated(exp.mesh))()
+  batch = global_batch(exp.data.next_batch(phase.batch_size), exp.mesh)
+  for step, lod in enumerate((0.75, 0.75, 0.625, 0.625, 0.5)):
+    state, metrics = train_step(state, batch, step * 4, lod)  # every phase runs at step % 4 == 0
+  assert dict(train_step.traces) == {name: 1 for name in ('g_main', 'g_reg', 'd_main', 'd_reg',
+                                                          'ema')}
+  assert np.isfinite(float(metrics['Loss/G/loss']))

@@ -10,6 +10,7 @@ instead (configs A/B). For progressive networks (configs A-D) the working resolu
 (one compiled program per resolution) and `lod` a traced scalar, so a fade-in does not recompile.
 """
 
+import collections
 import dataclasses
 from typing import Callable, Optional
 
@@ -242,17 +243,27 @@ class TrainStep:
   """Jitted phases over a mesh, and the host-side schedule that runs them for one minibatch.
 
   Every phase is compiled once (`donate` the state; batch split over 'data', the rest
-  replicated); `__call__(state, batch, step)` runs the phases due at `step` and returns the new
-  state and the metrics of every phase that ran.
+  replicated); `__call__(state, batch, step, lod)` runs the phases due at `step` and returns the
+  new state and the metrics of every phase that ran. `traces` counts how often each phase was
+  traced (a changing lod must not retrace).
   """
 
   def __init__(self, generator, discriminator, g_tx, d_tx, cfg: StepConfig, mesh: Mesh,
                state_sharding=None):
     self.cfg = cfg
+    self.traces = collections.Counter()
     phases = make_phases(generator, discriminator, g_tx, d_tx, cfg)
     state_sharding = replicated(mesh) if state_sharding is None else state_sharding
+
+    def counted(name, fn):
+      def traced(*args):
+        self.traces[name] += 1
+        return fn(*args)
+      return traced
+
     self.phases = {
-        name: jax.jit(fn, in_shardings=(state_sharding, batch_sharded(mesh), replicated(mesh)),
+        name: jax.jit(counted(name, fn),
+                      in_shardings=(state_sharding, batch_sharded(mesh), replicated(mesh)),
                       out_shardings=(state_sharding, replicated(mesh)), donate_argnums=0)
         for name, fn in phases.items()}
 
