@@ -75,7 +75,7 @@ def derived_hyperparameters(config: ml_collections.ConfigDict, num_devices: int)
   - Lazy regularization: `lr' = lr * c`, `beta' = beta^c` with `c = I / (I + 1)`, for G (I =
     g_reg_interval) and D (I = d_reg_interval), used by the main and regularization steps.
   - G EMA per step: `beta_ema = 0.5^(batch_size / (ema_kimg * 1000))`.
-  - Steps: `total_steps = ceil(total_kimg * 1000 / batch_size)`, and per tick.
+  - Length: `total_nimg = total_kimg * 1000` images (`total_steps` minibatches without growing).
   """
   batch = config.batch_size
   out: dict[str, Any] = {'batch_size': batch, 'num_devices': num_devices,
