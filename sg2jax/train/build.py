@@ -93,7 +93,7 @@ def derived_hyperparameters(config: ml_collections.ConfigDict, num_devices: int)
   return out
 
 
-def _adam(lr: float, beta1: float, beta2: float, eps: float) -> optax.GradientTransformation:
+def make_adam(lr: float, beta1: float, beta2: float, eps: float) -> optax.GradientTransformation:
   """optax Adam with the learning rate in its state (progressive growing changes it)."""
   return optax.inject_hyperparams(optax.adam)(learning_rate=lr, b1=beta1, b2=beta2, eps=eps)
 
@@ -191,6 +191,16 @@ def build_networks(config: ml_collections.ConfigDict, resolution: int, channels:
   return generator, discriminator
 
 
+def build_models(config: ml_collections.ConfigDict, resolution: int, channels: int, c_dim: int,
+                 hyper: dict[str, Any]):
+  """Networks, optimizers and schedule: `(generator, discriminator, g_tx, d_tx, schedule)`."""
+  generator, discriminator = build_networks(config, resolution, channels, c_dim)
+  schedule = make_schedule(config, resolution, getattr(generator, 'progressive', False), hyper)
+  g_tx = make_adam(hyper['G_lr'], hyper['G_beta1'], hyper['G_beta2'], config.adam_eps)
+  d_tx = make_adam(hyper['D_lr'], hyper['D_beta1'], hyper['D_beta2'], config.adam_eps)
+  return generator, discriminator, g_tx, d_tx, schedule
+
+
 def build(config: ml_collections.ConfigDict, mesh: Optional[Mesh] = None) -> Experiment:
   """Builds the run: checks the config, opens the data, makes networks, optimizers, schedule."""
   validate(config)
@@ -208,14 +218,12 @@ def build(config: ml_collections.ConfigDict, mesh: Optional[Mesh] = None) -> Exp
     raise ValueError(f'{source.name(0)} is {width}x{height}, not {resolution}x{resolution}; '
                      f'prepare the data with `python -m sg2jax.dataset_tool --resolution '
                      f'{resolution}`')
-  generator, discriminator = build_networks(config, resolution, channels, source.label_dim)
-  schedule = make_schedule(config, resolution, getattr(generator, 'progressive', False), hyper)
+  generator, discriminator, g_tx, d_tx, schedule = build_models(
+      config, resolution, channels, source.label_dim, hyper)
   largest_batch = check_batches(schedule, mesh, config.pl_batch_shrink)
   data = TrainData(source, resolution, channels, largest_batch,
                    seed=config.seed, mirror=config.mirror, max_images=config.data.max_images,
                    num_threads=config.data.num_threads, prefetch=config.data.prefetch)
   hyper.update(resolution=resolution, channels=channels, c_dim=source.label_dim,
                num_images=data.num_images, progressive=schedule.progressive)
-  g_tx = _adam(hyper['G_lr'], hyper['G_beta1'], hyper['G_beta2'], config.adam_eps)
-  d_tx = _adam(hyper['D_lr'], hyper['D_beta1'], hyper['D_beta2'], config.adam_eps)
   return Experiment(config, mesh, generator, discriminator, g_tx, d_tx, schedule, data, hyper)
