@@ -94,4 +94,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.keep_checkpoints = 5
   config.grid_size = 16  # images in the sample grid
   config.metrics = ()  # metric names run at every snapshot (sg2jax.eval), e.g. ('fid50k_full',)
+  config.metrics_inception = ''  # pt_inception-2015-12-05-6726825d.pth (FID, KID, IS)
+  config.metrics_vgg16 = ''  # torchvision vgg16-397923af.pth (precision/recall)
+  config.metrics_num_samples = ml_collections.FieldReference(None, field_type=int)  # None: 50k
   return config

@@ -276,3 +276,13 @@ def test_demo_learns(tmp_path):
   train_and_evaluate(config, tmp_path)
   after = distance()
   assert after < before * 2 / 3, (before, after)
+
+
+def test_config_metrics_become_a_snapshot_hook(tmp_path):
+  """config.metrics plugs sg2jax.eval in; names and weight files are checked before training."""
+  with pytest.raises(ValueError, match="unknown metric 'fid51k'"):
+    train_and_evaluate(tiny(metrics=('fid51k',)), tmp_path)
+  with pytest.raises(FileNotFoundError, match='pytorch-fid'):
+    train_and_evaluate(tiny(metrics=('fid50k_full',), metrics_inception=str(tmp_path / 'x.pth')),
+                       tmp_path)
+  assert not (tmp_path / 'checkpoints').exists()

@@ -61,7 +61,10 @@ class Generator(nn.Module):
   conv_clamp: Optional[float] = None  # ADA presets use 256; the paper (TF) none
   resample_filter: Sequence[float] = (1, 3, 3, 1)
   use_noise: bool = True
-  fused_modconv: bool = True  # modulate weights (grouped conv) or activations
+  # Modulate the weights (one grouped conv) or the activations: same values. Use False under jit
+  # with a batch sharded over devices: XLA's SPMD partitioner (JAX 0.10) cannot split a grouped
+  # convolution whose groups come from the batch (training and sg2jax.eval do so).
+  fused_modconv: bool = True
   dtype: str = 'float32'  # compute dtype of the synthesis convolutions; params stay float32
 
   def __post_init__(self):

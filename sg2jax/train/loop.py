@@ -106,11 +106,18 @@ def count_steps(schedule, total_nimg: int, repeats: int) -> int:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
                        hooks: Sequence[SnapshotHook] = ()) -> GANState:
-  """Trains (or resumes) the run described by `config` in `workdir`; returns the final state."""
+  """Trains (or resumes) the run described by `config` in `workdir`; returns the final state.
+
+  `hooks` run at every snapshot; `config.metrics` adds the sg2jax.eval metrics as one (their
+  weight files are read first, so a missing file fails before training starts).
+  """
   workdir = Path(workdir)
+  hooks = list(hooks)
   if config.metrics:
-    raise ValueError(f'config.metrics {tuple(config.metrics)}: training-time metrics come with '
-                     f'sg2jax.eval, which this version does not have yet; leave it empty')
+    from sg2jax.metrics.evaluate import make_training_hook
+    hooks.append(make_training_hook(
+        tuple(config.metrics), workdir=workdir, inception_path=config.metrics_inception or None,
+        vgg16_path=config.metrics_vgg16 or None, num_samples=config.metrics_num_samples))
   exp = build(config)
   hyper, schedule = exp.hyper, exp.schedule
   is_main = jax.process_index() == 0
