@@ -8,7 +8,9 @@
 import atexit
 import os
 import shutil
+import sys
 import tempfile
+import types
 
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                            ' --xla_force_host_platform_device_count=4'
@@ -45,3 +47,29 @@ def random_variables():
       return rng.normal(size=x.shape).astype(np.float32)
     return jax.tree_util.tree_map_with_path(leaf, abstract_variables(network))
   return make
+
+
+@pytest.fixture
+def fake_persistence(monkeypatch):
+  """Registers `torch_utils.persistence._reconstruct_persistent_obj` so tests can write
+  ADA-format pickles without ADA; returns a factory of picklable persistent objects."""
+  module = types.ModuleType('torch_utils.persistence')
+
+  def _reconstruct_persistent_obj(meta):
+    raise AssertionError('never called when writing')
+
+  _reconstruct_persistent_obj.__module__ = 'torch_utils.persistence'
+  _reconstruct_persistent_obj.__qualname__ = '_reconstruct_persistent_obj'
+  module._reconstruct_persistent_obj = _reconstruct_persistent_obj
+  monkeypatch.setitem(sys.modules, 'torch_utils', types.ModuleType('torch_utils'))
+  monkeypatch.setitem(sys.modules, 'torch_utils.persistence', module)
+
+  class Persistent:
+    def __init__(self, class_name, state, module_src=''):
+      self.meta = dict(type='class', version=6, module_src=module_src, class_name=class_name,
+                       state=state)
+
+    def __reduce__(self):
+      return (_reconstruct_persistent_obj, (self.meta,))
+
+  return Persistent

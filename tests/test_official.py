@@ -3,8 +3,6 @@
 import io
 import os
 import pickle
-import sys
-import types
 
 import jax.numpy as jnp
 import numpy as np
@@ -120,32 +118,6 @@ def test_globals_of_older_pickles_resolve(protocol):
     assert b'numpy.core.multiarray\nscalar' in data
   out = RestrictedUnpickler(io.BytesIO(data)).load()
   assert out == {'s': {1, 2}, 'x': 1.5, 'b': b'\x00\xff'}
-
-
-@pytest.fixture
-def fake_persistence(monkeypatch):
-  """Registers `torch_utils.persistence._reconstruct_persistent_obj` so tests can write
-  ADA-format pickles without ADA; returns a factory of picklable persistent objects."""
-  module = types.ModuleType('torch_utils.persistence')
-
-  def _reconstruct_persistent_obj(meta):
-    raise AssertionError('never called when writing')
-
-  _reconstruct_persistent_obj.__module__ = 'torch_utils.persistence'
-  _reconstruct_persistent_obj.__qualname__ = '_reconstruct_persistent_obj'
-  module._reconstruct_persistent_obj = _reconstruct_persistent_obj
-  monkeypatch.setitem(sys.modules, 'torch_utils', types.ModuleType('torch_utils'))
-  monkeypatch.setitem(sys.modules, 'torch_utils.persistence', module)
-
-  class Persistent:
-    def __init__(self, class_name, state, module_src=''):
-      self.meta = dict(type='class', version=6, module_src=module_src, class_name=class_name,
-                       state=state)
-
-    def __reduce__(self):
-      return (_reconstruct_persistent_obj, (self.meta,))
-
-  return Persistent
 
 
 def test_stylegan3_pickle_is_refused_with_a_clear_message(tmp_path, fake_persistence):
