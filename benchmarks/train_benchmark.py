@@ -22,8 +22,13 @@ def main():
   p.add_argument('--resolution', type=int, default=256)
   p.add_argument('--batch', type=int, default=32)
   p.add_argument('--batch-gpu', type=int, default=4)
-  p.add_argument('--steps', type=int, default=10)
+  p.add_argument('--steps', type=int, default=10, help='timed steps per phase')
+  p.add_argument('--minibatches', type=int, default=None,
+                 help='timed whole minibatches, lazy regularization included (default 16 x '
+                      '--steps; 0 skips them)')
   p.add_argument('--precision', default='default')
+  p.add_argument('--phases', default=None,
+                 help='comma-separated phases to time (default all: g_main,g_reg,d_main,d_reg,ema)')
   p.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
                  help='config override, e.g. --set G.channel_max=64')
   args = p.parse_args()
@@ -77,7 +82,14 @@ def main():
             'G_params': sum(x.size for x in jax.tree.leaves(state.g['params'])),
             'precision': args.precision}
   print(json.dumps({**common, 'what': 'init', 'seconds': round(init_s, 3)}))
-  for name, fn in train_step.phases.items():
+  phase_ms = {}
+  phases = train_step.phases
+  if args.phases:
+    unknown = set(args.phases.split(',')) - set(phases)
+    if unknown:
+      raise SystemExit(f'unknown phases {sorted(unknown)}; choose from {", ".join(phases)}')
+    phases = {name: phases[name] for name in args.phases.split(',')}
+  for name, fn in phases.items():
     t = time.time()
     state, _ = fn(state, batch, lod)
     jax.block_until_ready(state)
@@ -86,16 +98,25 @@ def main():
     for _ in range(args.steps):
       state, _ = fn(state, batch, lod)
     jax.block_until_ready(state)
+    phase_ms[name] = (time.time() - t) / args.steps * 1000
     print(json.dumps({**common, 'what': f'phase {name}', 'compile_seconds': round(compile_s, 2),
-                      'ms': round((time.time() - t) / args.steps * 1000, 2)}))
+                      'ms': round(phase_ms[name], 2)}))
+  # What the official PyTorch code was timed on for comparison: one G and one D step, no R1/PL.
+  main_ms = sum(ms for name, ms in phase_ms.items() if name.endswith('main'))
+  print(json.dumps({**common, 'what': 'G main + D main (no regularization)',
+                    'ms': round(main_ms, 2),
+                    'images_per_sec': round(phase.batch_size / main_ms * 1000, 3)}))
+  minibatches = args.steps * 16 if args.minibatches is None else args.minibatches
+  if not minibatches:
+    return
   t = time.time()
-  for step in range(args.steps * 16):
+  for step in range(minibatches):
     state, _ = train_step(state, batch, step, phase.lod)
   jax.block_until_ready(state)
-  seconds = (time.time() - t) / (args.steps * 16)
+  seconds = (time.time() - t) / minibatches
   print(json.dumps({**common, 'what': 'minibatch (lazy regularization amortized)',
                     'ms': round(seconds * 1000, 2),
-                    'images_per_sec': round(phase.batch_size / seconds, 1),
+                    'images_per_sec': round(phase.batch_size / seconds, 3),
                     'sec_per_kimg': round(seconds * 1000 / phase.batch_size, 2)}))
 
 
