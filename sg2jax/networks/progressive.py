@@ -20,10 +20,9 @@ import numpy as np
 from sg2jax.networks.generator import DTYPES
 from sg2jax.networks.layers import EqualizedConv, EqualizedDense, channels_at, check_resolution
 from sg2jax.networks.mapping import MappingNetwork
-from sg2jax.networks.stylegan1 import grow_discriminator, growth_level
+from sg2jax.networks.stylegan1 import grow_discriminator, grow_image, growth_level
 from sg2jax.networks.synthesis import NOISE_MODES, SynthesisLayer, ToRGB, check_choice
 from sg2jax.ops.mbstd import minibatch_stddev
-from sg2jax.ops.pyramid import lerp, upsample_nearest
 
 
 class RevisedBlock(nn.Module):
@@ -111,13 +110,8 @@ class RevisedSynthesis(nn.Module):
       features[r] = x
     # ToRGB at res 2^k reads ws[2k - 3] (shared with the next level's conv0).
     to_rgb = lambda r: blocks[r].to_rgb(features[r], ws[:, 2 * (r.bit_length() - 1) - 3])
-    if self.is_initializing():  # create every level's ToRGB
-      for r in blocks:
-        to_rgb(r)
-    img = to_rgb(top)
-    if top > 4:
-      img = lerp(img, upsample_nearest(to_rgb(top // 2), 2), lod - level)
-    return upsample_nearest(img, self.img_resolution // top)
+    return grow_image(to_rgb, list(blocks), lod, level, self.img_resolution,
+                      self.is_initializing())
 
 
 class ProgressiveGenerator(nn.Module):

@@ -265,14 +265,8 @@ class StyleSynthesis(nn.Module):
       i = 2 * (r.bit_length() - 1) - 4
       x = block(x, ws[:, i:i + 2], noise_mode, noise[i:i + 2])
       features[r] = x
-    if self.is_initializing():  # create every level's ToRGB
-      for r, block in blocks.items():
-        block.to_rgb(features[r])
-    img = blocks[top].to_rgb(features[top])
-    if top > 4:
-      fraction = lod - level
-      img = lerp(img, upsample_nearest(blocks[top // 2].to_rgb(features[top // 2]), 2), fraction)
-    return upsample_nearest(img, self.img_resolution // top)
+    return grow_image(lambda r: blocks[r].to_rgb(features[r]), list(blocks), lod, level,
+                      self.img_resolution, self.is_initializing())
 
 
 class StyleGenerator(nn.Module):
@@ -367,6 +361,21 @@ class BasicDHead(nn.Module):
       x = minibatch_stddev(x, self.mbstd_group_size, self.mbstd_num_channels, mbstd_shard_size)
     x = self.conv(x)
     return self.out(self.fc(x.reshape(x.shape[0], -1)))  # NHWC flatten; converter permutes
+
+
+def grow_image(to_rgb, resolutions, lod, level, img_resolution, initializing: bool):
+  """The progressive G's output (TF's recursive form): the working level's ToRGB image faded with
+  the next lower level's (nearest-upsampled 2x) by the fractional lod, then nearest-upsampled to
+  `img_resolution`. `to_rgb(r)` is level r's image; `resolutions` every level (all ToRGBs are
+  created while initializing)."""
+  top = img_resolution >> level
+  if initializing:
+    for r in resolutions:
+      to_rgb(r)
+  img = to_rgb(top)
+  if top > 4:
+    img = lerp(img, upsample_nearest(to_rgb(top // 2), 2), lod - level)
+  return upsample_nearest(img, img_resolution // top)
 
 
 def grow_discriminator(blocks, head, img, lod, level, img_resolution, mbstd_shard_size,
