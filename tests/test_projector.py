@@ -129,6 +129,22 @@ def test_w_statistics_use_randomstate_123(tiny):
   assert w_std == pytest.approx(np.sqrt(((w - w.mean(0)) ** 2).sum() / 1000), rel=1e-5)
 
 
+def test_projecting_again_reuses_the_compiled_programs(tiny, lpips_params):
+  """A second `project` call with the same network, settings and devices compiles nothing new
+  (the jitted programs are cached) and, with the same seed, gives the same result."""
+  g, v = tiny
+  targets = np.full((2, 32, 32, 3), 128, np.uint8)
+  settings = projector.ProjectionSettings(num_steps=1, w_avg_samples=16)
+  run = lambda: projector.project(g, v, targets, settings=settings, lpips_params=lpips_params,
+                                  devices=jax.local_devices()[:2])
+  first = run()
+  misses = projector._programs.cache_info().misses
+  second = run()
+  assert projector._programs.cache_info().misses == misses
+  np.testing.assert_array_equal(first.ws, second.ws)
+  np.testing.assert_array_equal(first.lpips, second.lpips)
+
+
 # ----------------------------------------------------------------------------------------------
 # Targets and errors.
 

@@ -26,6 +26,7 @@ networks.
 """
 
 import dataclasses
+import functools
 import math
 import warnings
 from pathlib import Path
@@ -200,6 +201,11 @@ def load_target(path: str | Path, resolution: int, channels: int = 3) -> np.ndar
   return array[..., None] if array.ndim == 2 else array
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _map_to_w(generator, variables, z, c):
+  return generator.apply(variables, z, c, method='map')[:, 0]
+
+
 def w_statistics(generator: nn.Module, variables: dict, c: Optional[np.ndarray] = None,
                  num_samples: int = 10000, seed: int = W_AVG_SEED) -> tuple[np.ndarray, float]:
   """`(w_avg [w_dim], w_std)` of the mapping on `RandomState(seed).randn(num_samples, z_dim)`.
@@ -214,8 +220,7 @@ def w_statistics(generator: nn.Module, variables: dict, c: Optional[np.ndarray] 
   # The official projector's latents: numpy's legacy generator, float64 cast to float32.
   z = np.random.RandomState(seed).randn(num_samples, generator.z_dim).astype(np.float32)
   labels = None if c is None else np.repeat(np.asarray(c, np.float32)[None], num_samples, 0)
-  w = jax.jit(lambda v, z, c: generator.apply(v, z, c, method='map')[:, 0])(
-      variables, z, labels)  # [num_samples, w_dim]
+  w = _map_to_w(generator, variables, z, labels)  # [num_samples, w_dim]
   w = np.asarray(w, np.float64)
   w_avg = w.mean(axis=0)
   w_std = float(np.sqrt(np.sum(np.square(w - w_avg)) / num_samples))
@@ -333,6 +338,36 @@ def _state_sharding(state, mesh: Mesh):
   return jax.tree.map(lambda x: batch_sharded(mesh) if x.ndim else replicated(mesh), state)
 
 
+class _Programs(NamedTuple):
+  """The jitted functions of one projection setup (see `_programs`)."""
+  init: Callable          # (w_avg, keys_init) -> ProjectionState
+  run: Callable           # make_projection_steps' run, state donated
+  render: Callable        # (variables, w, noise) -> images
+  features: Callable      # (lpips_params, images) -> LPIPS features
+  distance: Callable      # (lpips_params, images, target_features) -> [N]
+
+
+@functools.lru_cache(maxsize=8)
+def _programs(generator: nn.Module, settings: ProjectionSettings, chunk: int,
+              mesh: Mesh) -> _Programs:
+  """Jitted once per (network, settings, chunk length, mesh): projecting again (another call of
+  `project`, other targets of the same count) reuses the compiled programs."""
+  rows = batch_sharded(mesh)
+  init = lambda w_avg, keys: init_projection(generator, settings, w_avg, keys)
+  abstract = jax.eval_shape(init, jax.ShapeDtypeStruct((generator.w_dim,), jnp.float32),
+                            jax.random.split(jax.random.key(0), 1))
+  state_sharding = _state_sharding(abstract, mesh)
+  features = lambda p, x: lpips_features(p, lpips_input(x))
+  return _Programs(
+      init=jax.jit(init, out_shardings=state_sharding),
+      run=jax.jit(make_projection_steps(generator, settings, chunk), donate_argnums=0,
+                  out_shardings=(state_sharding, NamedSharding(mesh, P(None, DATA_AXIS)))),
+      render=jax.jit(lambda v, w, noise: synthesize_projection(generator, v, w, noise),
+                     out_shardings=rows),
+      features=jax.jit(features),
+      distance=jax.jit(lambda p, x, f: lpips_distance(p, features(p, x), f)))
+
+
 def project(generator: nn.Module, variables: dict, targets: np.ndarray, *,
             settings: ProjectionSettings = ProjectionSettings(), seed: int = 0,
             class_idx: Optional[int] = None, lpips_params: Optional[dict] = None,
@@ -391,7 +426,7 @@ def project(generator: nn.Module, variables: dict, targets: np.ndarray, *,
   batch = math.ceil(num_targets / len(devices)) * len(devices)
   padded = np.concatenate([targets, np.repeat(targets[-1:], batch - num_targets, axis=0)])
   rows = batch_sharded(mesh)
-  steps_rows = NamedSharding(mesh, P(None, DATA_AXIS))
+  programs = _programs(generator, settings, chunk, mesh)
 
   w_avg, w_std = w_statistics(generator, variables, None if labels is None else labels[0],
                               settings.w_avg_samples)
@@ -399,21 +434,14 @@ def project(generator: nn.Module, variables: dict, targets: np.ndarray, *,
   lpips_params = jax.device_put(load_lpips_weights() if lpips_params is None else lpips_params,
                                 replicated(mesh))
   target_images = jax.device_put(padded.astype(np.float32) / 127.5 - 1, rows)  # [B, R, R, C]
-  target_features = jax.jit(lambda p, x: lpips_features(p, lpips_input(x)))(
-      lpips_params, target_images)
+  target_features = programs.features(lpips_params, target_images)
 
   keys = jax.vmap(jax.random.fold_in, (None, 0))(jax.random.key(seed),
                                                  jnp.minimum(jnp.arange(batch), num_targets - 1))
   keys_init, keys_steps = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)  # 2 x [B]
   keys_init, keys_steps = jax.device_put((keys_init, keys_steps), rows)
-  state = jax.jit(lambda k: init_projection(generator, settings, w_avg, k))(keys_init)
-  state_sharding = _state_sharding(state, mesh)
-  state = jax.device_put(state, state_sharding)
-
-  run = jax.jit(make_projection_steps(generator, settings, chunk), donate_argnums=0,
-                out_shardings=(state_sharding, steps_rows))
-  render = jax.jit(lambda v, w, noise: synthesize_projection(generator, v, w, noise),
-                   out_shardings=rows)
+  state = programs.init(jnp.asarray(w_avg), keys_init)
+  run, render = programs.run, programs.render
   w_std = jnp.float32(w_std)
   outputs, frames = [], []
   for first_step in range(0, settings.num_steps, chunk):
@@ -430,8 +458,7 @@ def project(generator: nn.Module, variables: dict, targets: np.ndarray, *,
   steps = StepOutputs(*(np.concatenate(x)[:settings.num_steps, :num_targets]
                         for x in zip(*outputs)))
   images = render(variables, state.params['w'], state.params['noise'])
-  final_lpips = jax.jit(lambda p, x, f: lpips_distance(p, lpips_features(p, lpips_input(x)), f))(
-      lpips_params, images, target_features)
+  final_lpips = programs.distance(lpips_params, images, target_features)
   w = np.asarray(state.params['w'])[:num_targets]
   return ProjectionResult(
       ws=np.repeat(w[:, None], generator.num_ws, axis=1),
