@@ -66,6 +66,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.ema_rampup = ml_collections.FieldReference(None, field_type=float)  # ADA option
   config.nan_policy = 'skip'  # non-finite gradients: skip the update (TF) | nan_to_num (ADA)
   config.precision = 'highest'  # matmul/conv precision: highest (exact float32) | default
+  # Compiled programs persist here between runs: 'auto' ($SG2JAX_COMPILE_CACHE, else
+  # ~/.cache/sg2jax/jax), a directory, or 'none'.
+  config.compile_cache = 'auto'
 
   # ---- Loss ----------------------------------------------------------------------------------
   config.r1_gamma = 10.0

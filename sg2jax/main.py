@@ -24,7 +24,7 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
   del argv
   from sg2jax.cli import configure_jax, initialize_distributed
-  configure_jax(_CONFIG.value.precision)
+  configure_jax(_CONFIG.value.precision, _CONFIG.value.compile_cache)
   if _DISTRIBUTED.value or _COORDINATOR.value:
     initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   from sg2jax.train.loop import train_and_evaluate

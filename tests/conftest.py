@@ -1,4 +1,5 @@
 """Test setup (before jax starts its backend; subprocesses inherit it through the environment):
+- sg2jax's own XLA flags (`sg2jax.cli.add_xla_flags`), as every sg2jax command sets them;
 - 4 forced host CPU devices, for the sharding tests;
 - XLA backend optimization level 0: tests run tiny networks, where compiling dominates;
 - a persistent compilation cache for this session, so identical programs built by different
@@ -15,6 +16,9 @@ import types
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                            ' --xla_force_host_platform_device_count=4'
                            ' --xla_backend_optimization_level=0').strip()
+from sg2jax.cli import add_xla_flags  # noqa: E402  (imports jax; its backend starts later)
+
+add_xla_flags()
 if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
   _cache = tempfile.mkdtemp(prefix='sg2jax-test-jit-')
   atexit.register(shutil.rmtree, _cache, ignore_errors=True)
@@ -73,3 +77,11 @@ def fake_persistence(monkeypatch):
       return (_reconstruct_persistent_obj, (self.meta,))
 
   return Persistent
+
+
+def pytest_terminal_summary(terminalreporter):
+  """The worst difference between images that two programs computed (tests/pixels.py)."""
+  from pixels import summary
+  line = summary()
+  if line:
+    terminalreporter.write_line(line)

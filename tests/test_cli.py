@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from goldens import DATA, golden_network
+from pixels import assert_same_image
 from sg2jax.checkpoint import save_networks
 from sg2jax.networks.config import NetworkWeights, build_network, network_config
 from sg2jax.tools.images import make_grid, to_uint8
@@ -42,8 +43,8 @@ def test_convert_then_generate(tmp_path, expected_images):
             '--trunc', '0.7', '--noise-mode', 'const', '--outdir', str(tmp_path / 'images'))
   assert out.returncode == 0, out.stderr
   for seed in range(3):
-    np.testing.assert_array_equal(read_png(tmp_path / 'images' / f'seed{seed:04d}.png'),
-                                  expected_images[seed])
+    assert_same_image(read_png(tmp_path / 'images' / f'seed{seed:04d}.png'),
+                      expected_images[seed], f'convert + generate, seed {seed}')
   again = run('sg2jax.convert', '--network', str(DATA / 'ada_snapshot_tiny.pkl'),
               '--out', str(tmp_path / 'converted'))
   assert again.returncode != 0
@@ -55,7 +56,8 @@ def test_generate_from_a_pickle_as_a_grid(tmp_path, expected_images):
   out = run('sg2jax.generate', '--network', str(DATA / 'ada_snapshot_tiny.pkl'), '--seeds', '0-2',
             '--trunc', '0.7', '--outdir', str(tmp_path), '--grid')
   assert out.returncode == 0, out.stderr
-  np.testing.assert_array_equal(read_png(tmp_path / 'grid.png'), make_grid(expected_images))
+  assert_same_image(read_png(tmp_path / 'grid.png'), make_grid(expected_images),
+                    'generate --grid from an ADA pickle')
 
 
 def test_generate_from_a_tf_pickle_with_a_truncation_cutoff(tmp_path):
@@ -66,7 +68,8 @@ def test_generate_from_a_tf_pickle_with_a_truncation_cutoff(tmp_path):
   g = build_network(net.config)
   img = g.apply(net.variables, jnp.asarray(z_from_seed(5, 32)), truncation_psi=0.5,
                 truncation_cutoff=2, noise_mode='const')
-  np.testing.assert_array_equal(read_png(tmp_path / 'seed0005.png'), to_uint8(img)[0])
+  assert_same_image(read_png(tmp_path / 'seed0005.png'), to_uint8(img)[0],
+                    'generate from a TF pickle with a cutoff')
 
 
 def test_conditional_generation_needs_a_class(tmp_path):
@@ -80,7 +83,8 @@ def test_conditional_generation_needs_a_class(tmp_path):
   assert out.returncode == 0, out.stderr
   c = jnp.asarray([[0, 0, 1, 0]], jnp.float32)
   img = g.apply(variables, jnp.asarray(z_from_seed(1, 32)), c, noise_mode='const')
-  np.testing.assert_array_equal(read_png(tmp_path / 'seed0001.png'), to_uint8(img)[0])
+  assert_same_image(read_png(tmp_path / 'seed0001.png'), to_uint8(img)[0],
+                    'generate --class 2')
 
 
 def test_generate_reports_bad_input_in_one_line(tmp_path):

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pixels import assert_same_image
 from sg2jax import generate
 from sg2jax.networks.config import build_network
 from sg2jax.networks.generator import mix_styles
@@ -144,8 +145,8 @@ def test_generate_figures(tmp_path, tiny):
                      '--trunc', '0.7')
   assert 'stylemix.png (2 x 3 cells)' in out
   figure = figures.style_mixing(g, v, [1, 2], [3, 4, 5], layers=range(4), truncation_psi=0.7)
-  np.testing.assert_array_equal(read_png(tmp_path / 'stylemix.png'),
-                                figures.style_mixing_grid(figure))
+  assert_same_image(read_png(tmp_path / 'stylemix.png'), figures.style_mixing_grid(figure),
+                    'generate --style-mix')
 
   run_generate('--outdir', tmp_path, '--interpolate', '3', '8', '--frames', '12', '--space', 'z')
   strip = read_png(tmp_path / 'interpolation.png')

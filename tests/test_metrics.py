@@ -551,7 +551,7 @@ def test_repeats_report_mean_and_std(ctx4):
 def test_vgg16_small_maps_are_the_same_convolution(shape):
   """VGG16's 3x3 convolutions of maps <= 3x3 (LPIPS of small images) run as 9 matrix products."""
   from sg2jax.metrics.nets.vgg16 import conv3x3_taps
-  from sg2jax.ops.conv_resample import conv2d
+  from sg2jax.ops.conv2d import conv2d
   rng = np.random.default_rng(14)
   x = jnp.asarray(rng.normal(size=shape), jnp.float32)
   w = jnp.asarray(rng.normal(size=(3, 3, shape[-1], 5)), jnp.float32)

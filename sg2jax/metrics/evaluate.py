@@ -120,9 +120,9 @@ def run_metrics(ctx: MetricContext, specs: Sequence[MetricSpec], *,
   seconds = {spec.name: 0.0 for spec in specs}
   for repeat in range(repeats):
     for spec in specs:
-      start = time.time()
+      start = time.perf_counter()
       results = spec.compute(ctx, num_samples or spec.num_samples, seed + repeat)
-      seconds[spec.name] += time.time() - start
+      seconds[spec.name] += time.perf_counter() - start
       for result, value in results.items():
         values[spec.name].setdefault(result, []).append(float(value))
     ctx.forget_generated()
@@ -132,7 +132,7 @@ def run_metrics(ctx: MetricContext, specs: Sequence[MetricSpec], *,
       record = {'metric': result, 'value': float(np.mean(runs)),
                 'std': float(np.std(runs, ddof=1)) if len(runs) > 1 else 0.0,
                 'repeats': repeats, 'samples': num_samples or spec.num_samples,
-                'seconds': round(seconds[spec.name], 3), 'seed': seed}
+                'seconds': seconds[spec.name], 'seed': seed}
       if len(runs) > 1:
         record['values'] = runs
       records.append(record)

@@ -33,7 +33,7 @@ from sg2jax.networks.layers import channels_at, check_resolution
 from sg2jax.networks.mapping import Scalar, truncate
 from sg2jax.networks.synthesis import NOISE_MODES, check_choice
 from sg2jax.ops.bias_act import bias_act
-from sg2jax.ops.conv_resample import conv2d
+from sg2jax.ops.conv2d import conv2d
 from sg2jax.ops.mbstd import minibatch_stddev
 from sg2jax.ops.normalize import normalize_2nd_moment
 from sg2jax.ops.pyramid import downsample_box, lerp, upsample_nearest

@@ -6,69 +6,9 @@ loader flips its up-sampling kernels to match (SPEC.md §1.15).
 
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
+from sg2jax.ops.conv2d import conv2d, transposed_conv2d
 from sg2jax.ops.upfirdn import Padding, parse_padding, upfirdn2d
-
-_DIMENSION_NUMBERS = ('NHWC', 'HWIO', 'NHWC')
-
-
-def conv2d(x: jnp.ndarray, w: jnp.ndarray, stride: int = 1,
-           padding: tuple[tuple[int, int], tuple[int, int]] = ((0, 0), (0, 0))) -> jnp.ndarray:
-  """Plain cross-correlation `[N, H, W, I] x [kh, kw, I, O] -> [N, H', W', O]`.
-
-  The zero padding is an explicit `lax.pad` before a VALID convolution: the same result, but
-  XLA:CPU computes the weight gradient of a padded convolution ~9x slower (GPU and TPU
-  compilers fold the pad back into the convolution).
-  """
-  (py0, py1), (px0, px1) = padding
-  if any((py0, py1, px0, px1)):
-    x = lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (py0, py1, 0), (px0, px1, 0), (0, 0, 0)))
-  return lax.conv_general_dilated(x, w, window_strides=(stride, stride), padding='VALID',
-                                  dimension_numbers=_DIMENSION_NUMBERS)
-
-
-def _phase_taps(kernel_size: int, length: int, up: int, phase: int):
-  """For output phase `phase` of a stride-`up` transposed correlation along one axis: the first
-  tap `a0` that lands on an input pixel, the taps' count, the input pad before/after, the count."""
-  a0 = (kernel_size - 1 - phase) % up
-  taps = len(range(a0, kernel_size, up))
-  out_length = (length - 1) * up + kernel_size
-  count = -(-(out_length - phase) // up)  # ceil
-  pad_before = -((phase + a0 - (kernel_size - 1)) // up)
-  pad_after = count - 1 + taps - length - pad_before
-  return a0, taps, pad_before, pad_after, count
-
-
-def transposed_conv2d(x: jnp.ndarray, w: jnp.ndarray, up: int) -> jnp.ndarray:
-  """Correlation of the zero-stuffed input with `w`: `[N, H, W, I] -> [N, (H-1)up+kh, (W-1)up+kw, O]`.
-
-  Equal to `conv2d(x, w, padding=k-1, lhs_dilation=up)` (zeros *between* pixels, pad `k - 1`),
-  computed polyphase: output pixel `(up*j + p, up*l + q)` only meets the taps
-  `w[a0_p::up, a0_q::up]`, so each of the `up^2` phases is a small ordinary convolution of `x`,
-  and the phases are interleaved. No multiplications by inserted zeros, and the gradients are
-  ordinary convolutions too (XLA:CPU runs the gradient of an `lhs_dilation` convolution ~10x
-  slower than this).
-  """
-  n, h, wd, _ = x.shape
-  kh, kw, _, cout = w.shape
-  rows = [_phase_taps(kh, h, up, p) for p in range(up)]
-  cols = [_phase_taps(kw, wd, up, q) for q in range(up)]
-  n_rows, n_cols = rows[0][4], cols[0][4]  # phase 0 is the longest
-  phases = []
-  for a0, taps_h, before_h, after_h, count_h in rows:
-    row = []
-    for b0, taps_w, before_w, after_w, count_w in cols:
-      if taps_h == 0 or taps_w == 0:
-        y = jnp.zeros((n, count_h, count_w, cout), x.dtype)
-      else:
-        y = conv2d(x, w[a0::up, b0::up], padding=((before_h, after_h), (before_w, after_w)))
-      # Pad every phase to the longest so they interleave: [N, n_rows, n_cols, O].
-      row.append(jnp.pad(y, ((0, 0), (0, n_rows - count_h), (0, n_cols - count_w), (0, 0))))
-    phases.append(jnp.stack(row, axis=3))  # [N, n_rows, n_cols, up(q), O]
-  y = jnp.stack(phases, axis=2)  # [N, n_rows, up(p), n_cols, up(q), O]
-  y = y.reshape(n, n_rows * up, n_cols * up, cout)
-  return y[:, :(h - 1) * up + kh, :(wd - 1) * up + kw]
 
 
 def conv2d_resample(

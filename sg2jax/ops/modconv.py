@@ -1,8 +1,9 @@
-"""Modulated convolution (SPEC.md §1.4), written for one sample and `jax.vmap`-ed over the batch.
+"""Modulated convolution (SPEC.md §1.4), written for one sample; the fused form is `jax.vmap`-ed.
 
 Vmapping the fused form, whose kernel differs per sample, makes XLA's batching rule emit one
-grouped convolution (`feature_group_count = N`); vmapping the non-fused form, whose kernel is
-shared, gives an ordinary batched convolution. No batch is reshaped into groups by hand.
+grouped convolution (`feature_group_count = N`); the non-fused form, whose kernel is shared,
+is an ordinary convolution of the whole batch between a per-sample scaling of its input and
+output channels. No batch is reshaped into groups by hand.
 """
 
 import functools
@@ -88,7 +89,14 @@ def modulated_conv2d(
     fused: bool = True,
     noise: Optional[jnp.ndarray] = None,
 ) -> jnp.ndarray:
-  """`modulated_conv2d_single` vmapped over the batch, plus noise added after demodulation.
+  """`modulated_conv2d_single` over the batch, plus noise added after demodulation.
+
+  The fused form is `jax.vmap`-ed (one kernel per sample: XLA's batching rule makes it a grouped
+  convolution). The non-fused form's kernel is shared, so its convolution runs on the whole
+  batch at once, between the per-sample modulation and demodulation; its demodulation
+  coefficients are `rsqrt(styles^2 @ sum_{kh, kw} weight^2 + 1e-8)`, the same sum as step 2 of
+  `modulated_conv2d_single` without an `[N, kh, kw, I, O]` modulated kernel (and its gradient's
+  weight part stays one convolution over the batch, not N summed per-sample ones).
 
   Args:
     x: `[N, H, W, I]`.
@@ -100,9 +108,19 @@ def modulated_conv2d(
   Returns:
     `[N, H', W', O]`.
   """
-  single = functools.partial(modulated_conv2d_single, demodulate=demodulate, up=up,
-                             padding=padding, resample_filter=resample_filter, fused=fused)
-  y = jax.vmap(single, in_axes=(0, None, 0))(x, weight, styles)
+  if fused:
+    single = functools.partial(modulated_conv2d_single, demodulate=demodulate, up=up,
+                               padding=padding, resample_filter=resample_filter, fused=True)
+    y = jax.vmap(single, in_axes=(0, None, 0))(x, weight, styles)
+  else:
+    dtype = x.dtype
+    y = conv2d_resample(x * styles.astype(dtype)[:, None, None, :], weight.astype(dtype),
+                        resample_filter, up=up, padding=padding)  # [N, H', W', O]
+    if demodulate:
+      styles32, weight32 = styles.astype(jnp.float32), weight.astype(jnp.float32)
+      d = lax.rsqrt(jnp.square(styles32) @ jnp.sum(jnp.square(weight32), axis=(0, 1))
+                    + DEMODULATION_EPS)  # [N, O]
+      y = y * d.astype(dtype)[:, None, None, :]
   if noise is not None:
     y = y + noise.astype(y.dtype)
   return y

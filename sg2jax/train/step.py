@@ -12,11 +12,13 @@ instead (configs A/B). For progressive networks (configs A-D) the working resolu
 
 import collections
 import dataclasses
+import time
 from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
 import optax
+from absl import logging
 from jax.sharding import Mesh
 
 from sg2jax import losses
@@ -239,19 +241,25 @@ def make_phases(generator, discriminator, g_tx: optax.GradientTransformation,
   return {'g_main': g_main, 'g_reg': g_reg, 'd_main': d_main, 'd_reg': d_reg, 'ema': ema}
 
 
+CACHE_HIT_EVENT = '/jax/compilation_cache/cache_hits'
+
+
 class TrainStep:
   """Jitted phases over a mesh, and the host-side schedule that runs them for one minibatch.
 
   Every phase is compiled once (`donate` the state; batch split over 'data', the rest
-  replicated); `__call__(state, batch, step, lod)` runs the phases due at `step` and returns the
-  new state and the metrics of every phase that ran. `traces` counts how often each phase was
-  traced (a changing lod must not retrace).
+  replicated), on its first call, with a log line before and one with the time it took (or that
+  it came from the persistent compilation cache); `__call__(state, batch, step, lod)` runs the
+  phases due at `step` and returns the new state and the metrics of every phase that ran.
+  `traces` counts how often each phase was traced (a changing lod must not retrace).
   """
 
   def __init__(self, generator, discriminator, g_tx, d_tx, cfg: StepConfig, mesh: Mesh,
                state_sharding=None):
     self.cfg = cfg
     self.traces = collections.Counter()
+    self.compile_seconds: dict[str, float] = {}
+    self._executables: dict[str, Callable] = {}
     phases = make_phases(generator, discriminator, g_tx, d_tx, cfg)
     state_sharding = replicated(mesh) if state_sharding is None else state_sharding
 
@@ -266,6 +274,23 @@ class TrainStep:
                       in_shardings=(state_sharding, batch_sharded(mesh), replicated(mesh)),
                       out_shardings=(state_sharding, replicated(mesh)), donate_argnums=0)
         for name, fn in phases.items()}
+
+  def executable(self, name: str, state: GANState, batch: dict, lod) -> Callable:
+    """Phase `name` compiled for these arguments' shapes (once; logged with its time)."""
+    if name not in self._executables:
+      logging.info('compiling %s ...', name)
+      hits = []
+      listener = lambda event, **kwargs: hits.append(event) if event == CACHE_HIT_EVENT else None
+      jax.monitoring.register_event_listener(listener)
+      start = time.perf_counter()
+      try:
+        self._executables[name] = self.phases[name].lower(state, batch, lod).compile()
+      finally:
+        jax.monitoring.unregister_event_listener(listener)
+      self.compile_seconds[name] = time.perf_counter() - start
+      logging.info('compiled %s in %.1f s%s', name, self.compile_seconds[name],
+                   ' (from the persistent compilation cache)' if hits else '')
+    return self._executables[name]
 
   def due(self, step: int) -> list[str]:
     """Phases that run at minibatch `step` (regularizers when `step % interval == 0`)."""
@@ -285,6 +310,6 @@ class TrainStep:
     metrics = {}
     lod = jnp.float32(lod)
     for name in self.due(step):
-      state, phase_metrics = self.phases[name](state, batch, lod)
+      state, phase_metrics = self.executable(name, state, batch, lod)(state, batch, lod)
       metrics.update(phase_metrics)
     return state, metrics

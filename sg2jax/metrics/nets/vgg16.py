@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sg2jax.metrics.nets.state_dict import check_state_dict, param_shapes, read_state_dict
-from sg2jax.ops.conv_resample import conv2d
+from sg2jax.ops.conv2d import conv2d
 
 VGG16_WEIGHTS_URL = 'https://download.pytorch.org/models/vgg16-397923af.pth'
 RESOLUTION = 224
