@@ -41,8 +41,8 @@ def timed(fn, repeats: int) -> float:
 
 
 def bench_inception(batch_size: int, repeats: int) -> None:
-  from sg2jax.metrics.features import inception_detector
-  from sg2jax.metrics.nets.inception import (inception_params_from_state_dict,
+  from sg2jax.metrics.context import inception_detector
+  from sg2jax.feature_nets.inception import (inception_params_from_state_dict,
                                              inception_state_dict_shapes)
   rng = np.random.default_rng(0)
   state_dict = {name: (rng.normal(size=shape) * 0.01 + (name.endswith('running_var'))).astype(
@@ -56,8 +56,7 @@ def bench_inception(batch_size: int, repeats: int) -> None:
 
 
 def bench_lpips(batch_size: int, repeats: int) -> None:
-  from sg2jax.metrics.nets.lpips import load_lpips_weights
-  from sg2jax.metrics.ppl import lpips_distance
+  from sg2jax.feature_nets.lpips import load_lpips_weights, lpips_distance
   params = load_lpips_weights()
   rng = np.random.default_rng(1)
   x0, x1 = (rng.uniform(-1, 1, (batch_size, 256, 256, 3)).astype(np.float32) for _ in range(2))
@@ -70,7 +69,7 @@ def bench_lpips(batch_size: int, repeats: int) -> None:
 
 def bench_ppl(batch_size: int) -> None:
   from sg2jax.metrics.evaluate import load_generator
-  from sg2jax.metrics.features import MetricContext
+  from sg2jax.metrics.context import MetricContext
   from sg2jax.metrics.registry import get_metric
   from sg2jax.sharding import make_mesh
   loaded = load_generator(TINY_NETWORK)

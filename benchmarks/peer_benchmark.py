@@ -106,14 +106,6 @@ class Worker:
         self.proc.wait()
 
 
-def flops_of(jitted, *args) -> float:
-  """XLA's flop count of one compiled call (`cost_analysis` is a dict, or a list of them)."""
-  cost = jitted.lower(*args).compile().cost_analysis()
-  if isinstance(cost, (list, tuple)):
-    cost = cost[0] if cost else {}
-  return float((cost or {}).get('flops', float('nan')))
-
-
 def main():
   p = argparse.ArgumentParser(description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -150,39 +142,19 @@ def main():
   from sg2jax.cli import configure_jax
   configure_jax(args.precision)
   from experiments import config_f
-  from sg2jax.networks.config import count_params
-  from sg2jax.sharding import global_batch, make_mesh, replicated
-  from sg2jax.train.build import (Experiment, build_models, check_batches,
-                                  derived_hyperparameters)
-  from sg2jax.train.state import init_state, reset_optimizers
-  from sg2jax.train.step import TrainStep
+  from training_setup import build_phase_bench
+  from sg2jax.networks.weights import count_params
 
   # sg2jax, as benchmarks/train_benchmark.py builds it.
   config = config_f.get_config()
   config.batch_size, config.batch_gpu = args.batch, args.batch_gpu
   for net in (config.G, config.D):
     net.channel_base, net.channel_max = args.channel_base, args.channel_max
-  mesh = make_mesh()
-  hyper = derived_hyperparameters(config, mesh.devices.size)
-  generator, discriminator, g_tx, d_tx, schedule = build_models(config, args.resolution, 3, 0,
-                                                                hyper)
-  check_batches(schedule, mesh, config.pl_batch_shrink)
-  phase = schedule.at(0)
-  exp = Experiment(config, mesh, generator, discriminator, g_tx, d_tx, schedule, None, hyper)
-  train_step = TrainStep(generator, discriminator, g_tx, d_tx, exp.step_config(phase), mesh)
-  state = jax.jit(lambda: reset_optimizers(init_state(generator, discriminator, g_tx, d_tx, 0),
-                                           g_tx, d_tx, phase.g_lr, phase.d_lr),
-                  out_shardings=replicated(mesh))()
-  jax.block_until_ready(state)
-  rng = np.random.default_rng(0)
-  host = {'image': rng.integers(0, 256, (phase.batch_size, args.resolution, args.resolution, 3),
-                                dtype=np.uint8),
-          'label': np.zeros((phase.batch_size, 0), np.float32)}
-  batch = global_batch(host, mesh)
-  lod = jax.numpy.float32(phase.lod)
+  bench = build_phase_bench(config, args.resolution)
+  jax.block_until_ready(bench.state)
   ours = {'jax': jax.__version__, 'device': str(jax.devices()[0].device_kind),
           'devices': jax.device_count(), 'precision': args.precision,
-          'G_params': count_params(state.g), 'D_params': count_params(state.d)}
+          'G_params': count_params(bench.state.g), 'D_params': count_params(bench.state.d)}
 
   # pylint: disable-next=consider-using-with
   log = open(args.worker_log, 'w', encoding='utf-8') if args.worker_log else None
@@ -204,26 +176,18 @@ def main():
       print(f'warning: torch {torch_version} at the check, {info["torch"]} in the worker',
             file=sys.stderr)
 
-    # Warm-up: sg2jax's first call compiles; XLA's cost analysis of each phase.
+    # Warm-up: sg2jax compiles each phase (XLA's cost analysis of it) and runs it once.
     compile_s, flops = {}, {}
     for name in phases:
-      fn = train_step.phases[name]
-      t = time.perf_counter()
-      out = fn(state, batch, lod)
-      jax.block_until_ready(out)
-      compile_s[name] = time.perf_counter() - t
-      state = out[0]
-      flops[name] = flops_of(fn, state, batch, lod)
+      compile_s[name] = bench.compile(name)
+      flops[name] = bench.flops(name)
+      bench.run(name)
       worker.run(name)
 
     def time_ours(name):
-      nonlocal state
       t = time.perf_counter()
-      out = train_step.phases[name](state, batch, lod)
-      jax.block_until_ready(out)
-      seconds = time.perf_counter() - t
-      state = out[0]  # the phases donate the state
-      return seconds
+      bench.run(name)  # the phases donate the state; bench keeps the new one
+      return time.perf_counter() - t
 
     times = {name: {'sg2jax': [], 'official': []} for name in phases}
     for repeat in range(args.repeats):

@@ -22,9 +22,9 @@ DATA = Path(__file__).parent.parent / 'tests' / 'data'
 
 
 def build(name: str):
-  from sg2jax.networks.config import build_network, init_variables
+  from sg2jax.networks.weights import build_network, init_variables
   from sg2jax.networks.generator import Generator
-  from sg2jax.tools.official import load_official_pickle
+  from sg2jax.formats.official import load_official_pickle
   if name == 'tiny':
     net = load_official_pickle(DATA / 'ada_snapshot_tiny.pkl')['G_ema']
     return build_network(net.config), net.variables
@@ -33,8 +33,8 @@ def build(name: str):
 
 
 def benchmark(name: str, steps: int, lpips_params: dict) -> dict:
-  from sg2jax.networks.config import count_params
-  from sg2jax.tools.images import to_uint8
+  from sg2jax.networks.weights import count_params
+  from sg2jax.images import to_uint8
   from sg2jax.tools.projector import ProjectionSettings, project
   generator, variables = build(name)
   ws = generator.apply(variables, jax.numpy.zeros((1, generator.z_dim)), truncation_psi=0.0,
@@ -65,7 +65,7 @@ def main():
 
   from sg2jax.cli import configure_jax
   configure_jax(args.precision)
-  from sg2jax.metrics.nets.lpips import load_lpips_weights
+  from sg2jax.feature_nets.lpips import load_lpips_weights
   lpips_params = load_lpips_weights()
   for name in args.network or NETWORKS:
     steps = args.steps or {'tiny': 50, 'f256': 3}[name]

@@ -12,7 +12,6 @@ import json
 import time
 
 import jax
-import numpy as np
 
 
 def main():
@@ -36,11 +35,9 @@ def main():
   from sg2jax.cli import configure_jax
   configure_jax(args.precision)
   import importlib.util
-  from sg2jax.sharding import global_batch, make_mesh, replicated
-  from sg2jax.train.build import (Experiment, build_models, check_batches,
-                                  derived_hyperparameters)
-  from sg2jax.train.state import init_state, reset_optimizers
-  from sg2jax.train.step import TrainStep
+  from training_setup import build_phase_bench
+  from sg2jax.networks.weights import count_params
+  from sg2jax.train.step import PHASE_NAMES, due
 
   path, _, arg = args.config.partition(':')
   spec = importlib.util.spec_from_file_location('config', path)
@@ -56,48 +53,30 @@ def main():
       node = node[parent]
     node[leaf] = type(node[leaf])(value) if node[leaf] is not None else value
 
-  mesh = make_mesh()
-  hyper = derived_hyperparameters(config, mesh.devices.size)
-  generator, discriminator, g_tx, d_tx, schedule = build_models(config, args.resolution, 3, 0,
-                                                                hyper)
-  check_batches(schedule, mesh, config.pl_batch_shrink)
-  phase = schedule.at(0)
-  exp = Experiment(config, mesh, generator, discriminator, g_tx, d_tx, schedule, None, hyper)
-  train_step = TrainStep(generator, discriminator, g_tx, d_tx, exp.step_config(phase), mesh)
-
   t = time.time()
-  state = jax.jit(lambda: reset_optimizers(init_state(generator, discriminator, g_tx, d_tx, 0),
-                                           g_tx, d_tx, phase.g_lr, phase.d_lr),
-                  out_shardings=replicated(mesh))()
-  jax.block_until_ready(state)
+  bench = build_phase_bench(config, args.resolution)
+  jax.block_until_ready(bench.state)
   init_s = time.time() - t
-  rng = np.random.default_rng(0)
-  host = {'image': rng.integers(0, 256, (phase.batch_size, args.resolution, args.resolution, 3),
-                                dtype=np.uint8),
-          'label': np.zeros((phase.batch_size, 0), np.float32)}
-  batch = global_batch(host, mesh)
-  lod = jax.numpy.float32(phase.lod)
+  batch_size = bench.train_step.cfg.batch_size
   common = {'device': str(jax.devices()[0].device_kind), 'devices': jax.device_count(),
-            'config': args.config, 'resolution': args.resolution, 'batch': phase.batch_size,
-            'G_params': sum(x.size for x in jax.tree.leaves(state.g['params'])),
-            'precision': args.precision}
+            'config': args.config, 'resolution': args.resolution, 'batch': batch_size,
+            'G_params': count_params(bench.state.g), 'precision': args.precision}
   print(json.dumps({**common, 'what': 'init', 'seconds': round(init_s, 3)}))
-  phase_ms = {}
-  phases = train_step.phases
+  phases = [name for name, _, interval in bench.train_step.table if interval]
   if args.phases:
-    unknown = set(args.phases.split(',')) - set(phases)
+    unknown = set(args.phases.split(',')) - set(PHASE_NAMES)
     if unknown:
-      raise SystemExit(f'unknown phases {sorted(unknown)}; choose from {", ".join(phases)}')
-    phases = {name: phases[name] for name in args.phases.split(',')}
-  for name, fn in phases.items():
+      raise SystemExit(f'unknown phases {sorted(unknown)}; choose from {", ".join(PHASE_NAMES)}')
+    phases = [name for name in phases if name in args.phases.split(',')]
+  phase_ms = {}
+  for name in phases:
     t = time.time()
-    state, _ = fn(state, batch, lod)
-    jax.block_until_ready(state)
+    bench.compile(name)
+    bench.run(name)
     compile_s = time.time() - t
     t = time.time()
     for _ in range(args.steps):
-      state, _ = fn(state, batch, lod)
-    jax.block_until_ready(state)
+      bench.run(name)
     phase_ms[name] = (time.time() - t) / args.steps * 1000
     print(json.dumps({**common, 'what': f'phase {name}', 'compile_seconds': round(compile_s, 2),
                       'ms': round(phase_ms[name], 2)}))
@@ -105,19 +84,19 @@ def main():
   main_ms = sum(ms for name, ms in phase_ms.items() if name.endswith('main'))
   print(json.dumps({**common, 'what': 'G main + D main (no regularization)',
                     'ms': round(main_ms, 2),
-                    'images_per_sec': round(phase.batch_size / main_ms * 1000, 3)}))
+                    'images_per_sec': round(batch_size / main_ms * 1000, 3)}))
   minibatches = args.steps * 16 if args.minibatches is None else args.minibatches
   if not minibatches:
     return
   t = time.time()
   for step in range(minibatches):
-    state, _ = train_step(state, batch, step, phase.lod)
-  jax.block_until_ready(state)
+    for name in due(bench.train_step.table, step):
+      bench.run(name)
   seconds = (time.time() - t) / minibatches
   print(json.dumps({**common, 'what': 'minibatch (lazy regularization amortized)',
                     'ms': round(seconds * 1000, 2),
-                    'images_per_sec': round(phase.batch_size / seconds, 3),
-                    'sec_per_kimg': round(seconds * 1000 / phase.batch_size, 2)}))
+                    'images_per_sec': round(batch_size / seconds, 3),
+                    'sec_per_kimg': round(seconds * 1000 / batch_size, 2)}))
 
 
 if __name__ == '__main__':

@@ -1,6 +1,7 @@
 """Per-dataset settings of the paper (SPEC.md §2.2), shared by the dataset presets."""
 
 from experiments import base, config_e, growing
+from experiments.args import parse_arg
 
 CONFIGS = ('a', 'b', 'c', 'd', 'e', 'f')
 
@@ -11,11 +12,7 @@ def preset(arg, resolution, total_kimg, mirror, gamma_f):
   Config F uses the dataset's gamma (TF README commands); E keeps its gamma 100 and A-D their
   gamma 10 (TF run_training.py, unless --gamma was given; SPEC.md §9.3).
   """
-  values = dict(part.split('=', 1) for part in (arg or '').split(',') if '=' in part)
-  unknown = set(values) - {'config'}
-  name = values.get('config', 'f').lower()
-  if unknown or name not in CONFIGS:
-    raise ValueError(f'dataset presets take config=a|b|c|d|e|f, got {arg!r}')
+  name = parse_arg(arg, 'dataset presets take', config=CONFIGS).get('config', 'f')
   config = base.get_config()
   if name == 'e':
     config_e.apply(config)

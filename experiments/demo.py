@@ -13,12 +13,11 @@ images and the short run (as ADA's heuristics do: gamma ~ 0.0002 R^2 / batch, EM
 """
 
 from experiments import base, growing
+from experiments.args import parse_arg
 
 
 def get_config(arg=None):
-  values = dict(part.split('=', 1) for part in (arg or '').split(',') if '=' in part)
-  if set(values) - {'config'}:
-    raise ValueError(f'demo.py takes config=a|b|c|d, got {arg!r}')
+  values = parse_arg(arg, 'demo.py takes', config=growing.CONFIGS)
   config = base.get_config()
   config.data.source = 'shapes'
   config.data.num_images = 2048

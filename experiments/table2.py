@@ -6,21 +6,19 @@
 """
 
 from experiments import config_e
+from experiments.args import parse_arg
 
 ARCHITECTURES = ('orig', 'skip', 'resnet')
 
 
-def parse_arg(arg):
-  """'g=resnet,d=orig' -> {'g': 'resnet', 'd': 'orig'}; both keys required."""
-  values = dict(part.split('=', 1) for part in (arg or '').split(',') if '=' in part)
-  if set(values) != {'g', 'd'} or not set(values.values()) <= set(ARCHITECTURES):
-    raise ValueError(f'table2.py needs g=ARCH,d=ARCH with ARCH in {", ".join(ARCHITECTURES)}, '
-                     f'got {arg!r}')
-  return values
-
-
 def get_config(arg=None):
-  pair = parse_arg(arg)
+  try:
+    pair = parse_arg(arg, 'table2.py takes', g=ARCHITECTURES, d=ARCHITECTURES)
+  except ValueError:
+    pair = {}
+  if set(pair) != {'g', 'd'}:
+    raise ValueError(f'table2.py needs g=ARCH,d=ARCH with ARCH in {"|".join(ARCHITECTURES)}, '
+                     f'got {arg!r}')
   config = config_e.get_config()
   config.G.architecture = pair['g']
   config.D.architecture = pair['d']

@@ -6,7 +6,7 @@ A training workdir holds `checkpoints/<step>/` written by `TrainCheckpoints` (or
 `meta` (JSON: step, kimg, network configs, data-iterator position, the run's config).
 
 An exported network checkpoint is an orbax directory with two items:
-- `networks`: JSON `{name: config}` (`sg2jax.networks.config.network_config`);
+- `networks`: JSON `{name: config}` (`sg2jax.networks.weights.network_config`);
 - `variables`: `{name: {'params': ..., 'stats': ..., 'buffers': ...}}` arrays.
 Names are `G`, `D` and `G_ema`. Orbax writes into a temporary directory and renames it when
 complete, so an interrupted save never leaves a half-written checkpoint under the final name.
@@ -19,9 +19,9 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from sg2jax.networks.config import (NetworkWeights, abstract_variables, build_network,
-                                    check_variables)
-from sg2jax.tools.official import load_official_pickle
+from sg2jax.formats.official import load_official_pickle
+from sg2jax.networks.weights import (NetworkWeights, abstract_variables, build_network,
+                                     check_variables)
 
 NETWORK_ITEMS = ('networks', 'variables')
 TRAIN_ITEMS = ('state', 'meta')
@@ -63,9 +63,6 @@ class TrainCheckpoints:
     """The state as nested dicts of arrays, without a target (for tools: no optimizer needed)."""
     return self.manager.restore(
         step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))['state']
-
-  def wait(self) -> None:
-    self.manager.wait_until_finished()
 
   def close(self) -> None:
     self.manager.wait_until_finished()

@@ -25,8 +25,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   args = parse_args(argv)
   configure_jax()
   from sg2jax.checkpoint import save_networks
-  from sg2jax.networks.config import count_params
-  from sg2jax.tools.official import load_official_pickle
+  from sg2jax.networks.weights import count_params
+  from sg2jax.formats.official import load_official_pickle
 
   networks = load_official_pickle(args.network)
   path = save_networks(args.out, networks, overwrite=args.overwrite)

@@ -15,7 +15,7 @@ from sg2jax.cli import run
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-  from sg2jax.tools.dataset import TRANSFORMS
+  from sg2jax.data.prepare import TRANSFORMS
   p = argparse.ArgumentParser(prog='python -m sg2jax.dataset_tool', description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('--source', type=Path, required=True, help='folder, .zip or LMDB of images')
@@ -33,7 +33,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> int:
   args = parse_args(argv)
   import tqdm
-  from sg2jax.tools.dataset import convert_dataset
+  from sg2jax.data.prepare import convert_dataset
   counts = convert_dataset(args.source, args.dest, args.resolution, args.transform,
                            args.wide_height, args.max_images, args.skip_bad,
                            progress=lambda it: tqdm.tqdm(it, unit='img'))

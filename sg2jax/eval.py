@@ -68,8 +68,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   if args.distributed or args.coordinator_address:
     initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
   from sg2jax.metrics.evaluate import evaluate
-  evaluate(args.metrics, network=args.network, workdir=args.workdir, data=args.data,
-           data_source=args.data_source,
+  from sg2jax.train.build import CONFIG_FILE, dataset_spec, load_run_config
+  run_data = None
+  if args.workdir is not None and not args.data and (args.workdir / CONFIG_FILE).is_file():
+    run_data = dataset_spec(load_run_config(args.workdir))  # the run's data and mirror setting
+  evaluate(args.metrics, network=args.network, workdir=args.workdir, run_data=run_data,
+           data=args.data, data_source=args.data_source,
            weights={'inception': args.inception, 'vgg16': args.vgg16, 'lpips': args.lpips},
            num_samples=args.num_samples, repeats=args.repeats, seed=args.seed,
            batch_size=args.batch_size, mirror=args.mirror, outdir=args.outdir,

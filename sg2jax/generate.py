@@ -66,10 +66,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   args = parse_args(argv)
   configure_jax(args.precision)
   from sg2jax.checkpoint import load_networks, select_generator
-  from sg2jax.networks.config import build_network
+  from sg2jax.networks.weights import build_network
   from sg2jax.tools import figures
-  from sg2jax.tools.images import make_grid, save_image, to_uint8
-  from sg2jax.tools.sampling import generate_images
+  from sg2jax.images import make_grid, save_image, to_uint8
+  from sg2jax.tools.sampling import generate_images, synthesize
 
   needs_seeds = args.style_mix is None and args.interpolate is None and args.projected_w is None
   if needs_seeds and not args.seeds:
@@ -105,8 +105,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f'{name}: wrote {path} ({len(args.seeds)} seeds x psi {args.trunc_sweep})')
   elif args.projected_w is not None:
     ws = figures.load_projected_ws(args.projected_w, generator.num_ws, generator.w_dim)
-    images = to_uint8(figures.synthesize(generator, net.variables, ws, args.noise_mode,
-                                         batch_size=args.batch_size))
+    images = to_uint8(synthesize(generator, net.variables, ws, args.noise_mode,
+                                 batch_size=args.batch_size))
     for idx, image in enumerate(images):
       save_image(args.outdir / f'proj{idx:02d}.png', image)
     print(f'{name}: wrote {len(images)} images of {args.projected_w} to {args.outdir}')

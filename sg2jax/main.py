@@ -21,6 +21,18 @@ _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'index of this process')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
+def metric_hooks(config, workdir) -> list:
+  """The snapshot hook of `config.metrics` (sg2jax.eval's metrics), or none. Names and weight
+  files are checked now, before training starts."""
+  from sg2jax.train.build import metric_settings
+  settings = metric_settings(config)
+  if not settings.names:
+    return []
+  from sg2jax.metrics.evaluate import make_training_hook
+  return [make_training_hook(settings.names, workdir=workdir, inception_path=settings.inception,
+                             vgg16_path=settings.vgg16, num_samples=settings.num_samples)]
+
+
 def main(argv):
   del argv
   from sg2jax.cli import configure_jax, initialize_distributed
@@ -28,7 +40,8 @@ def main(argv):
   if _DISTRIBUTED.value or _COORDINATOR.value:
     initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   from sg2jax.train.loop import train_and_evaluate
-  train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  train_and_evaluate(_CONFIG.value, _WORKDIR.value,
+                     hooks=metric_hooks(_CONFIG.value, _WORKDIR.value))
 
 
 def parse_flags(argv):

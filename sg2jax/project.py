@@ -62,9 +62,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   import numpy as np
 
   from sg2jax.checkpoint import load_networks, select_generator
-  from sg2jax.networks.config import build_network
+  from sg2jax.networks.weights import build_network
   from sg2jax.tools.figures import save_video
-  from sg2jax.tools.images import save_image, to_uint8
+  from sg2jax.images import save_image, to_uint8
   from sg2jax.tools.projector import ProjectionSettings, load_target, project
 
   if args.video_every < 1:

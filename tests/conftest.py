@@ -33,7 +33,7 @@ jax.config.update('jax_threefry_partitionable', True)
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from sg2jax.networks.config import abstract_variables  # noqa: E402
+from sg2jax.networks.weights import abstract_variables  # noqa: E402
 
 
 @pytest.fixture(scope='session')

@@ -13,8 +13,8 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 
-from sg2jax.networks.config import build_network, flatten_variables
-from sg2jax.tools.official import ada_discriminator_config, ada_generator_config, ada_to_variables
+from sg2jax.formats.official import ada_discriminator_config, ada_generator_config, ada_to_variables
+from sg2jax.networks.weights import build_network, flatten_variables
 
 DATA = Path(__file__).parent / 'data'
 CASES = json.loads((DATA / 'golden_cases.json').read_text())

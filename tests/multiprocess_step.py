@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
 import tiny_experiment  # noqa: E402
-from sg2jax.networks.config import flatten_variables  # noqa: E402
+from sg2jax.networks.weights import flatten_variables  # noqa: E402
 from sg2jax.sharding import global_batch, replicated  # noqa: E402
 from sg2jax.train.build import build  # noqa: E402
 from sg2jax.train.state import init_state  # noqa: E402
@@ -34,11 +34,10 @@ from sg2jax.train.step import TrainStep  # noqa: E402
 assert jax.device_count() == 4 and jax.process_count() == 2
 exp = build(tiny_experiment.get_config())
 state = jax.jit(lambda: init_state(exp.generator, exp.discriminator, exp.g_tx, exp.d_tx,
-                                   exp.config.seed), out_shardings=replicated(exp.mesh))()
-phase = exp.schedule.at(0)
-step = TrainStep(exp.generator, exp.discriminator, exp.g_tx, exp.d_tx, exp.step_config(phase),
-                 exp.mesh)
-state, _ = step(state, global_batch(exp.data.next_batch(phase.batch_size), exp.mesh), 0)
+                                   exp.loop.seed), out_shardings=replicated(exp.mesh))()
+stage = exp.schedule.at(0)
+step = TrainStep(exp.models, exp.step_config(stage), exp.mesh)
+state, _ = step(state, global_batch(exp.data.next_batch(stage.batch_size), exp.mesh), 0)
 if process_id == 0:
   leaves = flatten_variables({'g': state.g, 'g_ema': state.g_ema, 'd': state.d,
                               'pl_mean': state.pl_mean})

@@ -11,9 +11,9 @@ from PIL import Image
 from goldens import DATA, golden_network
 from pixels import assert_same_image
 from sg2jax.checkpoint import save_networks
-from sg2jax.networks.config import NetworkWeights, build_network, network_config
-from sg2jax.tools.images import make_grid, to_uint8
-from sg2jax.tools.official import load_official_pickle
+from sg2jax.formats.official import load_official_pickle
+from sg2jax.images import make_grid, to_uint8
+from sg2jax.networks.weights import NetworkWeights, build_network, network_config
 from sg2jax.tools.sampling import z_from_seed
 
 

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from sg2jax.data.pipeline import TrainData
+from sg2jax.data.prepare import convert_dataset, make_transform
 from sg2jax.data.sources import (FolderSource, LmdbSource, ShapesSource, ZipSource, open_source)
-from sg2jax.tools.dataset import convert_dataset, make_transform
 
 
 def write_images(folder, count, size=(8, 8), labels=None, start=0):

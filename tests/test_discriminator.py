@@ -7,7 +7,7 @@ import pytest
 
 from goldens import assert_matches_golden, golden_network, load, nchw, nhwc
 from sg2jax.networks import Discriminator
-from sg2jax.networks.config import abstract_variables
+from sg2jax.networks.weights import abstract_variables
 
 
 @pytest.mark.parametrize('arch', ['orig', 'skip', 'resnet'])

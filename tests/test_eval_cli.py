@@ -24,12 +24,12 @@ from PIL import Image
 from goldens import DATA
 from sg2jax.checkpoint import TrainCheckpoints
 from sg2jax.data.sources import ShapesSource
+from sg2jax.feature_nets.inception import inception_state_dict_shapes, load_inception_weights
+from sg2jax.formats.official import load_official_pickle
+from sg2jax.images import save_image, to_uint8
 from sg2jax.metrics import fid, inception_score, kid
-from sg2jax.metrics.features import MIRROR_SEED, inception_detector
-from sg2jax.metrics.nets.inception import inception_state_dict_shapes, load_inception_weights
-from sg2jax.networks.config import build_network
-from sg2jax.tools.images import save_image, to_uint8
-from sg2jax.tools.official import load_official_pickle
+from sg2jax.metrics.context import MIRROR_SEED, inception_detector
+from sg2jax.networks.weights import build_network
 from test_feature_nets import write_torch_file
 
 NUM_IMAGES = 10

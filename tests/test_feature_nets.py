@@ -34,12 +34,12 @@ import numpy as np
 import pytest
 
 from goldens import assert_matches_golden
-from sg2jax.metrics.nets import (LPIPS, VGG16, InceptionV3, load_inception_weights,
+from sg2jax.feature_nets import (LPIPS, VGG16, InceptionV3, load_inception_weights,
                                  load_lpips_weights, load_vgg16_weights)
-from sg2jax.metrics.nets.inception import (InceptionLogits, preprocess_official,
+from sg2jax.feature_nets.inception import (InceptionLogits, preprocess_official,
                                            preprocess_pytorch_fid, resize_bilinear)
-from sg2jax.metrics.nets.lpips import scale_input
-from sg2jax.metrics.nets.vgg16 import adaptive_avg_pool, vgg16_params_from_state_dict
+from sg2jax.feature_nets.lpips import scale_input
+from sg2jax.feature_nets.vgg16 import adaptive_avg_pool, vgg16_params_from_state_dict
 
 DATA = Path(__file__).parent / 'data'
 

@@ -15,11 +15,11 @@ from PIL import Image
 
 from pixels import assert_same_image
 from sg2jax import generate
-from sg2jax.networks.config import build_network
+from sg2jax.formats.official import load_official_pickle
+from sg2jax.images import to_uint8
 from sg2jax.networks.generator import mix_styles
+from sg2jax.networks.weights import build_network
 from sg2jax.tools import figures
-from sg2jax.tools.images import to_uint8
-from sg2jax.tools.official import load_official_pickle
 from sg2jax.tools.sampling import generate_images, z_from_seed
 
 DATA = Path(__file__).parent / 'data'

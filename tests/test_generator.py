@@ -7,7 +7,7 @@ import pytest
 
 from goldens import assert_matches_golden, golden_network, load, nchw, nhwc
 from sg2jax.networks import Generator, mix_styles, sample_mixing_cutoff
-from sg2jax.networks.config import abstract_variables, count_params, init_variables
+from sg2jax.networks.weights import abstract_variables, count_params, init_variables
 from sg2jax.tools.sampling import layer_resolutions
 
 ARCHITECTURES = ['orig', 'skip', 'resnet']

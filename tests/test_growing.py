@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from goldens import DATA, assert_matches_golden, nchw, nhwc
-from sg2jax.networks.config import build_network, count_params
+from sg2jax.formats.official import ada_to_variables, load_official_pickle, tf_to_ada_state_dict
+from sg2jax.formats.official_growing import tf_growing_config, tf_growing_to_variables
+from sg2jax.networks.weights import build_network, count_params
 from sg2jax.ops.pyramid import lower_resolution_copy, process_reals
-from sg2jax.tools.official import ada_to_variables, load_official_pickle, tf_to_ada_state_dict
-from sg2jax.tools.official_growing import tf_growing_config, tf_growing_to_variables
 
 TF = DATA / 'tf_stylegan'
 CONFIGS = json.loads((TF / 'configs.json').read_text())['configs']
@@ -77,7 +77,7 @@ def test_configs_e_f_cross_check():
   """The E/F networks of the same TF harness, through the TF -> ADA names -> sg2jax path."""
   io = load('EF_io.npz')
   kwargs = CONFIGS['EF']
-  from sg2jax.tools.official import _tf_config
+  from sg2jax.formats.official import _tf_config
   g_config, d_config = _tf_config(kwargs['G_static_kwargs'], 'G'), _tf_config(
       kwargs['D_static_kwargs'], 'D')
   gv = ada_to_variables(tf_to_ada_state_dict(load('EF_G_params.npz'), 'G'), 'G')

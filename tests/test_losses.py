@@ -11,7 +11,7 @@ import pytest
 from goldens import (assert_matches_golden, assert_trees_match_golden, golden_network, load, nchw,
                      nhwc)
 from sg2jax import losses
-from sg2jax.tools.official import ada_to_variables
+from sg2jax.formats.official import ada_to_variables
 
 R1_GAMMA, PL_WEIGHT = 10.0, 2.0
 

@@ -17,13 +17,13 @@ import pytest
 from PIL import Image
 
 from sg2jax.data.sources import FolderSource, ShapesSource
+from sg2jax.images import to_uint8
 from sg2jax.metrics import fid, fid_inf, inception_score, kid, ppl, precision_recall, registry
+from sg2jax.metrics.context import (Detector, MetricContext, batch_key_data, put, uint8_values,
+                                    weights_fingerprint)
 from sg2jax.metrics.evaluate import check_requirements, make_training_hook, run_metrics
-from sg2jax.metrics.features import (Detector, MetricContext, batch_key_data, put, uint8_values,
-                                     weights_fingerprint)
 from sg2jax.networks import Generator
 from sg2jax.sharding import make_mesh, replicated
-from sg2jax.tools.images import to_uint8
 
 
 # ----------------------------------------------------------------------------------------------
@@ -218,8 +218,8 @@ def test_slerp():
   unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)
   theta = np.arccos(np.sum(unit(a) * unit(b), axis=1))
   t = np.array([0.0, 0.25, 0.5, 0.9, 1.0], np.float32)
-  out = np.asarray(ppl.slerp(jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32),
-                             jnp.asarray(t)))
+  out = np.asarray(ppl.slerp_directions(jnp.asarray(a, jnp.float32),
+                                        jnp.asarray(b, jnp.float32), jnp.asarray(t)))
   np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1, atol=1e-6)
   np.testing.assert_allclose(out[0], unit(a)[0], atol=1e-6)
   np.testing.assert_allclose(out[4], unit(b)[4], atol=1e-5)
@@ -550,7 +550,7 @@ def test_repeats_report_mean_and_std(ctx4):
 @pytest.mark.parametrize('shape', [(3, 1, 1, 16), (3, 2, 2, 16), (2, 3, 2, 8)])
 def test_vgg16_small_maps_are_the_same_convolution(shape):
   """VGG16's 3x3 convolutions of maps <= 3x3 (LPIPS of small images) run as 9 matrix products."""
-  from sg2jax.metrics.nets.vgg16 import conv3x3_taps
+  from sg2jax.feature_nets.vgg16 import conv3x3_taps
   from sg2jax.ops.conv2d import conv2d
   rng = np.random.default_rng(14)
   x = jnp.asarray(rng.normal(size=shape), jnp.float32)

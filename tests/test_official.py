@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from goldens import DATA, assert_matches_golden, load, nchw, nhwc
-from sg2jax.networks.config import build_network, flatten_variables
-from sg2jax.tools import official
-from sg2jax.tools.official import (ada_to_variables, load_official_pickle, read_network_pickle,
-                                   tf_to_ada_state_dict)
-from sg2jax.tools.torch_pickle import RestrictedUnpickler, TorchReader, UnsafePickleError
+from sg2jax.formats import official
+from sg2jax.formats.official import (ada_to_variables, load_official_pickle, read_network_pickle,
+                                     tf_to_ada_state_dict)
+from sg2jax.formats.torch_pickle import RestrictedUnpickler, TorchReader, UnsafePickleError
+from sg2jax.networks.weights import build_network, flatten_variables
 
 
 @pytest.fixture(scope='module')

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from goldens import DATA
-from sg2jax.networks.config import abstract_variables, build_network, count_params
-from sg2jax.tools.official import ada_discriminator_config, ada_generator_config
+from sg2jax.formats.official import ada_discriminator_config, ada_generator_config
+from sg2jax.networks.weights import abstract_variables, build_network, count_params
 
 COUNTS = json.loads((DATA / 'param_counts.json').read_text())['configs']
 

@@ -15,12 +15,12 @@ import pytest
 from PIL import Image
 
 from sg2jax import project as project_cli
-from sg2jax.metrics.nets.lpips import LPIPS, load_lpips_weights
 from sg2jax.checkpoint import save_networks
-from sg2jax.networks.config import NetworkWeights, build_network, network_config
+from sg2jax.feature_nets.lpips import LPIPS, features_distance, load_lpips_weights, lpips_features
+from sg2jax.formats.official import load_official_pickle
+from sg2jax.images import save_image, to_uint8
+from sg2jax.networks.weights import NetworkWeights, build_network, network_config
 from sg2jax.tools import projector
-from sg2jax.tools.images import save_image, to_uint8
-from sg2jax.tools.official import load_official_pickle
 from sg2jax.tools.sampling import z_from_seed
 
 DATA = Path(__file__).parent / 'data'
@@ -115,8 +115,8 @@ def test_lpips_input_sizes():
 def test_lpips_split_equals_the_lpips_module(lpips_params):
   rng = np.random.default_rng(2)
   x0, x1 = (rng.uniform(-1, 1, size=(2, 32, 32, 3)).astype(np.float32) for _ in range(2))
-  features = lambda x: projector.lpips_features(lpips_params, jnp.asarray(x))
-  split = projector.lpips_distance(lpips_params, features(x0), features(x1))
+  features = lambda x: lpips_features(lpips_params, jnp.asarray(x))
+  split = features_distance(lpips_params, features(x0), features(x1))
   np.testing.assert_allclose(split, lpips(lpips_params, x0, x1), rtol=1e-5)
 
 

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from goldens import DATA, load
-from sg2jax.networks.config import build_network
-from sg2jax.tools.images import make_grid, to_uint8
-from sg2jax.tools.official import load_official_pickle
+from sg2jax.formats.official import load_official_pickle
+from sg2jax.images import make_grid, to_uint8
+from sg2jax.networks.weights import build_network
 from sg2jax.tools.sampling import (class_labels, generate_images, layer_resolutions, parse_range,
                                    z_from_seed)
 

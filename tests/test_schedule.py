@@ -13,9 +13,9 @@ PAPER = dict(batch_sizes={8: 256, 16: 128, 32: 64, 64: 32},
     (0, 7.0, 8), (599, 7.0, 8), (600, 7.0, 8), (900, 6.5, 16), (1200, 6.0, 16), (1800, 6.0, 16),
     (2100, 5.5, 32), (8400, 0.0, 1024), (8000, 2 / 3, 1024), (25000, 0.0, 1024)])
 def test_lod_and_resolution_at_1024(kimg, lod, resolution):
-  phase = GrowingSchedule(1024, **PAPER).at(int(kimg * 1000))
-  assert phase.lod == pytest.approx(lod)
-  assert phase.resolution == resolution
+  stage = GrowingSchedule(1024, **PAPER).at(int(kimg * 1000))
+  assert stage.lod == pytest.approx(lod)
+  assert stage.resolution == resolution
 
 
 def test_tables_by_resolution_and_lazy_factors():
@@ -38,5 +38,5 @@ def test_optimizer_reset_rule():
 
 
 def test_fixed_schedule():
-  phase = FixedSchedule(256, 32, 4, 0.0016, 0.002).at(10 ** 8)
-  assert (phase.lod, phase.resolution, phase.batch_size, phase.batch_gpu) == (0.0, 256, 32, 4)
+  stage = FixedSchedule(256, 32, 4, 0.0016, 0.002).at(10 ** 8)
+  assert (stage.lod, stage.resolution, stage.batch_size, stage.batch_gpu) == (0.0, 256, 32, 4)

@@ -17,12 +17,13 @@ import pytest
 
 import tiny_experiment
 from sg2jax.checkpoint import TrainCheckpoints, load_networks
-from sg2jax.networks.config import flatten_variables
+from sg2jax.networks.weights import flatten_variables
 from sg2jax.sharding import global_batch, make_mesh, replicated
 from sg2jax.train.build import build, derived_hyperparameters
 from sg2jax.train.loop import train_and_evaluate
 from sg2jax.train.state import init_state
-from sg2jax.train.step import StepConfig, TrainStep, _apply_gradients
+from sg2jax.train.optimizers import all_finite, nan_to_num_gradients, skip_nonfinite
+from sg2jax.train.step import StepConfig, TrainStep, due, phase_table
 
 TESTS = Path(__file__).parent
 BATCH = 8
@@ -54,52 +55,55 @@ def test_derived_hyperparameters_follow_the_paper():
   §3.7: EMA beta 0.997784 at batch 32."""
   from experiments import base
   hyper = derived_hyperparameters(base.get_config(), 8)
-  assert hyper['G_lr'] == pytest.approx(0.0016)
-  assert hyper['G_beta2'] == pytest.approx(0.991992, abs=1e-6)
-  assert hyper['D_lr'] == pytest.approx(0.00188235, abs=1e-8)
-  assert hyper['D_beta2'] == pytest.approx(0.990585, abs=1e-6)
-  assert hyper['G_beta1'] == hyper['D_beta1'] == 0
-  assert hyper['ema_beta'] == pytest.approx(0.997784, abs=1e-6)
-  assert hyper['pl_batch_size'] == 16 and hyper['batch_per_device'] == 4
-  assert hyper['total_steps'] == 25000 * 1000 // 32
+  assert hyper.g_lr == pytest.approx(0.0016)
+  assert hyper.g_beta2 == pytest.approx(0.991992, abs=1e-6)
+  assert hyper.d_lr == pytest.approx(0.00188235, abs=1e-8)
+  assert hyper.d_beta2 == pytest.approx(0.990585, abs=1e-6)
+  assert hyper.g_beta1 == hyper.d_beta1 == 0
+  assert hyper.ema_beta == pytest.approx(0.997784, abs=1e-6)
+  assert hyper.pl_batch_size == 16 and hyper.batch_per_device == 4
+  assert hyper.total_steps == 25000 * 1000 // 32
   config = base.get_config()
   config.d_reg_interval = None  # R1 in every D step: no adjustment (configs A/B)
-  assert derived_hyperparameters(config, 8)['D_lr'] == 0.002
+  assert derived_hyperparameters(config, 8).d_lr == 0.002
 
 
 def test_lazy_regularization_schedule():
-  cfg = StepConfig(batch_size=32, pl_batch_size=16, mbstd_shard_size=4, style_mixing_prob=0.9,
+  cfg = StepConfig(batch_size=32, pl_batch_shrink=2, mbstd_shard_size=4, style_mixing_prob=0.9,
                    r1_gamma=10, pl_weight=2, pl_decay=0.01, g_reg_interval=4,
                    d_reg_interval=16, ema_kimg=10, ema_rampup=None)
-  step = TrainStep.__new__(TrainStep)
-  step.cfg = cfg
-  runs = {name: [s for s in range(33) if name in step.due(s)] for name in ('g_reg', 'd_reg')}
+  table = phase_table(cfg)
+  runs = {name: [s for s in range(33) if name in due(table, s)] for name in ('g_reg', 'd_reg')}
   assert runs == {'g_reg': list(range(0, 33, 4)), 'd_reg': [0, 16, 32]}
-  assert step.due(5) == ['g_main', 'd_main', 'ema']
-  assert step.due(0) == ['g_main', 'g_reg', 'd_main', 'd_reg', 'ema']
+  assert due(table, 5) == ['g_main', 'd_main', 'ema']
+  assert due(table, 0) == ['g_main', 'g_reg', 'd_main', 'd_reg', 'ema']
 
 
 def test_non_finite_gradients():
-  tx = optax.adam(0.1)
   params = {'w': jnp.ones(3)}
-  opt = tx.init(params)
   bad = {'w': jnp.array([1.0, jnp.nan, jnp.inf])}
-  kept, kept_opt, finite = _apply_gradients(tx, params, opt, bad, 'skip')
+
+  def apply(tx):
+    opt = tx.init(params)
+    updates, new_opt = tx.update(bad, opt, params)
+    return optax.apply_updates(params, updates), new_opt
+
+  kept, kept_opt = apply(skip_nonfinite(optax.adam(0.1)))
+  finite = all_finite(bad)
   assert not bool(finite)
   np.testing.assert_array_equal(kept['w'], params['w'])
   assert int(kept_opt[0].count) == 0
-  moved, _, _ = _apply_gradients(tx, params, opt, bad, 'nan_to_num')
+  moved, _ = apply(nan_to_num_gradients(optax.adam(0.1)))
   assert np.isfinite(np.asarray(moved['w'])).all() and not np.array_equal(moved['w'], params['w'])
 
 
 def one_minibatch(mesh):
   exp = build(tiny(), mesh)
   state = jax.jit(lambda: init_state(exp.generator, exp.discriminator, exp.g_tx, exp.d_tx,
-                                     exp.config.seed), out_shardings=replicated(mesh))()
-  phase = exp.schedule.at(0)
-  step = TrainStep(exp.generator, exp.discriminator, exp.g_tx, exp.d_tx, exp.step_config(phase),
-                   mesh)
-  state, metrics = step(state, global_batch(exp.data.next_batch(phase.batch_size), mesh), 0)
+                                     exp.loop.seed), out_shardings=replicated(mesh))()
+  stage = exp.schedule.at(0)
+  step = TrainStep(exp.models, exp.step_config(stage), mesh)
+  state, metrics = step(state, global_batch(exp.data.next_batch(stage.batch_size), mesh), 0)
   return state_leaves(state), jax.device_get(metrics)
 
 
@@ -261,7 +265,7 @@ def test_demo_learns(tmp_path):
   """
   from sg2jax.checkpoint import load_training_networks
   from sg2jax.data.sources import ShapesSource
-  from sg2jax.networks.config import build_network
+  from sg2jax.networks.weights import build_network
   reals = np.stack([ShapesSource(512, 32)[i]['image'] for i in range(512)]).astype(np.float32)
   env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
 
@@ -289,9 +293,10 @@ def test_demo_learns(tmp_path):
 
 def test_config_metrics_become_a_snapshot_hook(tmp_path):
   """config.metrics plugs sg2jax.eval in; names and weight files are checked before training."""
+  from sg2jax.main import metric_hooks
   with pytest.raises(ValueError, match="unknown metric 'fid51k'"):
-    train_and_evaluate(tiny(metrics=('fid51k',)), tmp_path)
+    metric_hooks(tiny(metrics=('fid51k',)), tmp_path)
   with pytest.raises(FileNotFoundError, match='pytorch-fid'):
-    train_and_evaluate(tiny(metrics=('fid50k_full',), metrics_inception=str(tmp_path / 'x.pth')),
-                       tmp_path)
+    metric_hooks(tiny(metrics=('fid50k_full',), metrics_inception=str(tmp_path / 'x.pth')),
+                 tmp_path)
   assert not (tmp_path / 'checkpoints').exists()

@@ -7,6 +7,7 @@ Labels follow the official `dataset.json` (`{"labels": [[relative path, label], 
 labels become one-hot vectors, lists are used as they are.
 """
 
+import dataclasses
 import io
 import json
 import os
@@ -292,6 +293,32 @@ def open_source(kind: str, path: str, split: str = 'train', use_labels: bool = F
   elif source.labels is None:
     raise ValueError(f'{path} has no labels (dataset.json) but config.cond is True')
   return source
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+  """Where a run's images come from and how they are used (`train/build.py` makes it from
+  `config.data`, `resolution`, `cond`, `mirror` and `seed`; the eval CLI from a run's saved
+  config)."""
+  source: str = 'auto'  # 'auto' (from the path) or one of SOURCES
+  path: str = ''
+  split: str = 'train'  # tfds
+  use_labels: bool = False
+  tfds_data_dir: Optional[str] = None
+  num_images: int = 0  # 'shapes': how many to generate
+  resolution: int = 0  # 'shapes': their size
+  seed: int = 0  # 'shapes'
+  max_images: Optional[int] = None  # use the first N only
+  mirror: bool = False  # x-flip augmentation of the reals
+
+  @property
+  def kind(self) -> str:
+    """The source kind, guessed from the path when `source` is 'auto'."""
+    return guess_source_kind(self.path) if self.source == 'auto' else self.source
+
+  def open(self) -> ImageSource:
+    return open_source(self.kind, self.path, self.split, self.use_labels, self.tfds_data_dir,
+                       self.num_images, self.resolution, self.seed)
 
 
 def guess_source_kind(path: str) -> str:

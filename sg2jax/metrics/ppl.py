@@ -3,7 +3,7 @@
 Per sample, with eps = 1e-4:
 1. `z0, z1 ~ N(0, I)`; `t ~ U(0, 1)` (`full` sampling) or `t = 0` (`end`, path endpoints).
 2. Space `w`: `w0 = map(z0)`, `w1 = map(z1)` (all `num_ws` rows), endpoints `lerp(w0, w1, t)`
-   and `lerp(w0, w1, t + eps)`. Space `z`: `slerp(z0, z1, t)` and `slerp(z0, z1, t + eps)`, then
+   and `lerp(w0, w1, t + eps)`. Space `z`: `slerp_directions(z0, z1, t)` and `slerp_directions(z0, z1, t + eps)`, then
    the mapping. Never truncated.
 3. Both images of a pair are synthesized with the **same** random noise maps (drawn per pair;
    TF shares one draw per minibatch, ADA per pair: the expectation is the same).
@@ -12,7 +12,7 @@ Per sample, with eps = 1e-4:
    the full height, which differs at R >= 512).
 6. `distance = LPIPS(img0, img1) / eps^2`. The official code maps the images to `[0, 255]` by
    `(x + 1) 127.5` (no clipping, no rounding) for NVIDIA's VGG16 LPIPS, which takes that range;
-   sg2jax's LPIPS (the lpips package's v0.1 model, `nets/lpips.py`) takes the same images in
+   sg2jax's LPIPS (the lpips package's v0.1 model, `feature_nets/lpips.py`) takes the same images in
    `[-1, 1]`, so they are passed unchanged.
 7. Over all samples: drop values below the 1st percentile (`method='lower'`) and above the 99th
    (`method='higher'`), report the mean.
@@ -32,7 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from sg2jax.metrics.nets.lpips import LPIPS
+from sg2jax.feature_nets.lpips import lpips_distance
+from sg2jax.ops.pyramid import downsample_box, lerp
 from sg2jax.sharding import batch_sharded, replicated
 
 EPSILON = 1e-4
@@ -49,7 +50,7 @@ def normalize(x: jnp.ndarray) -> jnp.ndarray:
   return x / jnp.linalg.norm(x, axis=-1, keepdims=True)
 
 
-def slerp(a: jnp.ndarray, b: jnp.ndarray, t: jnp.ndarray) -> jnp.ndarray:
+def slerp_directions(a: jnp.ndarray, b: jnp.ndarray, t: jnp.ndarray) -> jnp.ndarray:
   """Spherical interpolation of the directions of `a` and `b` `[N, D]` at `t [N]` (SPEC.md §4.6).
 
   1. `a, b` normalized; `d = a . b`; `p = t acos(d)`.
@@ -63,12 +64,6 @@ def slerp(a: jnp.ndarray, b: jnp.ndarray, t: jnp.ndarray) -> jnp.ndarray:
   return normalize(a * jnp.cos(p) + c * jnp.sin(p))
 
 
-def lerp(a: jnp.ndarray, b: jnp.ndarray, t: jnp.ndarray) -> jnp.ndarray:
-  """`a + (b - a) t`, `t [N]` broadcast over the trailing axes of `a`, `b` `[N, ...]`."""
-  t = t.reshape(t.shape + (1,) * (a.ndim - 1))
-  return a + (b - a) * t
-
-
 def crop_and_downsample(images: jnp.ndarray, crop: bool) -> jnp.ndarray:
   """`[N, H, W, C]` -> the face crop (optional), box-downsampled towards 256 by the cropped size.
 
@@ -78,11 +73,8 @@ def crop_and_downsample(images: jnp.ndarray, crop: bool) -> jnp.ndarray:
   if crop:
     c = images.shape[1] // 8
     images = images[:, 3 * c:7 * c, 2 * c:6 * c]  # [N, 4c, 4c, C]
-  n, h, w, ch = images.shape
-  factor = h // DOWNSAMPLE_TO
-  if factor > 1:
-    images = images.reshape(n, h // factor, factor, w // factor, factor, ch).mean(axis=(2, 4))
-  return images
+  factor = images.shape[1] // DOWNSAMPLE_TO
+  return downsample_box(images, factor) if factor > 1 else images
 
 
 def lpips_input_size(img_resolution: int, crop: bool) -> int:
@@ -97,13 +89,6 @@ def filtered_mean(distances: np.ndarray, low: float = 1, high: float = 99) -> fl
   lo = np.percentile(distances, low, method='lower')
   hi = np.percentile(distances, high, method='higher')
   return float(distances[(distances >= lo) & (distances <= hi)].mean())
-
-
-def lpips_distance(params: dict, images0: jnp.ndarray, images1: jnp.ndarray) -> jnp.ndarray:
-  """LPIPS-VGG16 distances `[N]` of two image batches in `[-1, 1]` (grey images repeated to RGB)."""
-  if images0.shape[-1] == 1:
-    images0, images1 = (jnp.repeat(x, 3, axis=-1) for x in (images0, images1))
-  return LPIPS().apply({'params': params}, images0, images1).distance
 
 
 def make_ppl_step(generator: nn.Module, mesh: Mesh, batch_size: int, space: str, sampling: str,
@@ -147,9 +132,11 @@ def make_ppl_step(generator: nn.Module, mesh: Mesh, batch_size: int, space: str,
     map_ws = lambda z: generator.apply(g_variables, z, c, method='map')  # [B, num_ws, w_dim]
     if space == 'w':
       ws0, ws1 = map_ws(z0), map_ws(z1)
-      ws_t0, ws_t1 = lerp(ws0, ws1, t), lerp(ws0, ws1, t + epsilon)
+      ws_t0 = lerp(ws0, ws1, t[:, None, None])  # t per sample, broadcast over [num_ws, w_dim]
+      ws_t1 = lerp(ws0, ws1, (t + epsilon)[:, None, None])
     else:
-      ws_t0, ws_t1 = map_ws(slerp(z0, z1, t)), map_ws(slerp(z0, z1, t + epsilon))
+      ws_t0 = map_ws(slerp_directions(z0, z1, t))
+      ws_t1 = map_ws(slerp_directions(z0, z1, t + epsilon))
     # The same key for both images: the same noise maps within each pair.
     synthesize = lambda ws: generator.apply(g_variables, ws, 'random', method='synthesize',
                                             rngs={'noise': key_noise})

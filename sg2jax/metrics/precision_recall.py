@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from sg2jax.metrics.features import put
+from sg2jax.metrics.context import put
 from sg2jax.sharding import batch_sharded, replicated
 
 K = 3

@@ -1,7 +1,7 @@
 """Metric names -> how to compute them (SPEC.md §4.8).
 
 Every metric is `compute(ctx, num_samples, seed) -> {result name: value}` on a
-`sg2jax.metrics.features.MetricContext`. The names are the official ones (TF `metric_defaults.py`,
+`sg2jax.metrics.context.MetricContext`. The names are the official ones (TF `metric_defaults.py`,
 ADA `metric_main.py`), plus `ppl_w` (the short name of `ppl_wend`: PPL in W at path endpoints,
 with the FFHQ crop; the paper's "path length" column for FFHQ) and `fid_inf` / `is_inf`
 (Chong & Forsyth 2020).
@@ -15,8 +15,6 @@ from sg2jax.metrics import fid, fid_inf, inception_score, kid, ppl, precision_re
 
 # What a metric needs: the dataset, and which weight files.
 DATA, INCEPTION, VGG16, LPIPS = 'data', 'inception', 'vgg16', 'lpips'
-# How many real images: none, exactly as many as generated (the paper's 50k protocols), or all.
-REALS = ('none', 'same', 'all')
 
 
 @dataclasses.dataclass(frozen=True)

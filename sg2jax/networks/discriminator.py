@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from sg2jax.networks.generator import DTYPES
-from sg2jax.networks.layers import EqualizedConv, EqualizedDense, channels_at, check_resolution
+from sg2jax.networks.layers import (EqualizedConv, EqualizedDense, channels_at,
+                                    check_full_resolution, check_resolution)
 from sg2jax.networks.mapping import MappingNetwork
 from sg2jax.networks.synthesis import ARCHITECTURES, check_choice
 from sg2jax.ops.mbstd import minibatch_stddev
@@ -110,15 +111,21 @@ class Discriminator(nn.Module):
     check_choice(self.dtype, DTYPES, 'dtype')
     super().__post_init__()
 
+  progressive = False
+
   @property
   def block_resolutions(self) -> list[int]:
     return [2 ** i for i in range(check_resolution(self.img_resolution), 2, -1)]
 
   @nn.compact
   def __call__(self, img: jnp.ndarray, c: Optional[jnp.ndarray] = None,
-               mbstd_shard_size: Optional[int] = None) -> jnp.ndarray:
+               mbstd_shard_size: Optional[int] = None, lod=0.0,
+               resolution: Optional[int] = None) -> jnp.ndarray:
     """Logits `[N, 1]`; `mbstd_shard_size`: minibatch-stddev groups form within consecutive
-    shards of this many samples (the per-GPU batch of the official runs), default the batch."""
+    shards of this many samples (the per-GPU batch of the official runs), default the batch.
+    `lod` and `resolution` as the progressive discriminators take them: ignored / None or R."""
+    del lod
+    check_full_resolution(self.img_resolution, resolution)
     r = self.img_resolution
     if img.ndim != 4 or img.shape[1:] != (r, r, self.img_channels):
       raise ValueError(f'discriminator expects images [N, {r}, {r}, {self.img_channels}] (NHWC), '

@@ -32,7 +32,40 @@ def sample_mixing_cutoff(key: jax.Array, num_ws: int, mixing_prob: float) -> jnp
   return jnp.where(jax.random.uniform(key_prob, ()) < mixing_prob, cutoff, num_ws)
 
 
-class Generator(nn.Module):
+class GeneratorInterface(nn.Module):
+  """What every generator offers (configs A-F): `map` (z -> ws), `synthesize` (ws -> images)
+  and both in `__call__`, with the level of detail `lod` (traced) and working `resolution`
+  (static) of progressive growing; generators that do not grow accept `lod` and ignore it, and
+  run at `resolution` None or their own. Subclasses make `self.mapping` and `self.synthesis`
+  in `setup`."""
+
+  progressive = False
+
+  @property
+  def num_ws(self) -> int:
+    return num_ws_for(self.img_resolution)
+
+  def map(self, z: jnp.ndarray, c: Optional[jnp.ndarray] = None, truncation_psi: Scalar = 1.0,
+          truncation_cutoff: Optional[Scalar] = None, update_w_avg: bool = False) -> jnp.ndarray:
+    """z `[N, z_dim]`, c `[N, c_dim]` -> ws `[N, num_ws, w_dim]`."""
+    return self.mapping(z, c, truncation_psi, truncation_cutoff, update_w_avg)
+
+  def synthesize(self, ws: jnp.ndarray, noise_mode: str = 'random',
+                 noise: Optional[Sequence[jnp.ndarray]] = None, lod: Scalar = 0.0,
+                 resolution: Optional[int] = None) -> jnp.ndarray:
+    """ws `[N, num_ws, w_dim]` -> images `[N, R, R, img_channels]`."""
+    return self.synthesis(ws, noise_mode, noise, lod, resolution)
+
+  def __call__(self, z: jnp.ndarray, c: Optional[jnp.ndarray] = None,
+               truncation_psi: Scalar = 1.0, truncation_cutoff: Optional[Scalar] = None,
+               noise_mode: str = 'random', noise: Optional[Sequence[jnp.ndarray]] = None,
+               update_w_avg: bool = False, lod: Scalar = 0.0,
+               resolution: Optional[int] = None) -> jnp.ndarray:
+    ws = self.map(z, c, truncation_psi, truncation_cutoff, update_w_avg)
+    return self.synthesize(ws, noise_mode, noise, lod, resolution)
+
+
+class Generator(GeneratorInterface):
   """StyleGAN2 generator (configs E/F and the Table 2 variants).
 
   Variable collections: `params` (trainable), `stats` (`mapping/w_avg`), `buffers`
@@ -73,10 +106,6 @@ class Generator(nn.Module):
     check_choice(self.dtype, DTYPES, 'dtype')
     super().__post_init__()
 
-  @property
-  def num_ws(self) -> int:
-    return num_ws_for(self.img_resolution)
-
   def setup(self):
     self.mapping = MappingNetwork(
         z_dim=self.z_dim, c_dim=self.c_dim, w_dim=self.w_dim, num_ws=self.num_ws,
@@ -89,20 +118,3 @@ class Generator(nn.Module):
         channel_max=self.channel_max, conv_clamp=self.conv_clamp,
         resample_filter=self.resample_filter, use_noise=self.use_noise,
         fused_modconv=self.fused_modconv, dtype=self.dtype)
-
-  def map(self, z: jnp.ndarray, c: Optional[jnp.ndarray] = None, truncation_psi: Scalar = 1.0,
-          truncation_cutoff: Optional[Scalar] = None, update_w_avg: bool = False) -> jnp.ndarray:
-    """z `[N, z_dim]`, c `[N, c_dim]` -> ws `[N, num_ws, w_dim]`."""
-    return self.mapping(z, c, truncation_psi, truncation_cutoff, update_w_avg)
-
-  def synthesize(self, ws: jnp.ndarray, noise_mode: str = 'random',
-                 noise: Optional[Sequence[jnp.ndarray]] = None) -> jnp.ndarray:
-    """ws `[N, num_ws, w_dim]` -> images `[N, R, R, img_channels]`."""
-    return self.synthesis(ws, noise_mode, noise)
-
-  def __call__(self, z: jnp.ndarray, c: Optional[jnp.ndarray] = None,
-               truncation_psi: Scalar = 1.0, truncation_cutoff: Optional[Scalar] = None,
-               noise_mode: str = 'random', noise: Optional[Sequence[jnp.ndarray]] = None,
-               update_w_avg: bool = False) -> jnp.ndarray:
-    ws = self.map(z, c, truncation_psi, truncation_cutoff, update_w_avg)
-    return self.synthesize(ws, noise_mode, noise)

@@ -32,6 +32,23 @@ def check_resolution(resolution: int, what: str = 'img_resolution') -> int:
   return int(resolution).bit_length() - 1
 
 
+def growth_level(img_resolution: int, resolution: Optional[int]) -> int:
+  """`log2(R / r)`: the integer part of lod for the working resolution r (None: R)."""
+  if resolution is None:
+    return 0
+  level = check_resolution(img_resolution) - check_resolution(resolution, 'resolution')
+  if level < 0:
+    raise ValueError(f'resolution {resolution} exceeds the network resolution {img_resolution}')
+  return level
+
+
+def check_full_resolution(img_resolution: int, resolution: Optional[int]) -> None:
+  """Networks that do not grow run at their own resolution only (`lod` is then ignored)."""
+  if growth_level(img_resolution, resolution):
+    raise ValueError(f'this network does not grow progressively: it runs at {img_resolution}, '
+                     f'not {resolution}')
+
+
 def _normal_init(scale: float):
   def init(key, shape, dtype=jnp.float32):
     return jax.random.normal(key, shape, dtype) * scale

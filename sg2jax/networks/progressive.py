@@ -17,10 +17,11 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from sg2jax.networks.generator import DTYPES
-from sg2jax.networks.layers import EqualizedConv, EqualizedDense, channels_at, check_resolution
+from sg2jax.networks.generator import DTYPES, GeneratorInterface
+from sg2jax.networks.layers import (EqualizedConv, EqualizedDense, channels_at, check_resolution,
+                                    growth_level)
 from sg2jax.networks.mapping import MappingNetwork
-from sg2jax.networks.stylegan1 import grow_discriminator, grow_image, growth_level
+from sg2jax.networks.stylegan1 import grow_discriminator, grow_image
 from sg2jax.networks.synthesis import NOISE_MODES, SynthesisLayer, ToRGB, check_choice
 from sg2jax.ops.mbstd import minibatch_stddev
 
@@ -114,7 +115,7 @@ class RevisedSynthesis(nn.Module):
                       self.is_initializing())
 
 
-class ProgressiveGenerator(nn.Module):
+class ProgressiveGenerator(GeneratorInterface):
   """G_main with the revised synthesis (configs B-D): the StyleGAN2 mapping, progressive growing."""
   z_dim: int = 512
   c_dim: int = 0
@@ -141,10 +142,6 @@ class ProgressiveGenerator(nn.Module):
     check_choice(self.dtype, DTYPES, 'dtype')
     super().__post_init__()
 
-  @property
-  def num_ws(self) -> int:
-    return 2 * check_resolution(self.img_resolution) - 2
-
   def setup(self):
     self.mapping = MappingNetwork(
         z_dim=self.z_dim, c_dim=self.c_dim, w_dim=self.w_dim, num_ws=self.num_ws,
@@ -154,17 +151,6 @@ class ProgressiveGenerator(nn.Module):
     self.synthesis = RevisedSynthesis(
         self.w_dim, self.img_resolution, self.img_channels, self.channel_base, self.channel_max,
         self.conv_clamp, self.resample_filter, self.use_noise, self.fused_modconv, self.dtype)
-
-  def map(self, z, c=None, truncation_psi=1.0, truncation_cutoff=None, update_w_avg=False):
-    return self.mapping(z, c, truncation_psi, truncation_cutoff, update_w_avg)
-
-  def synthesize(self, ws, noise_mode='random', noise=None, lod=0.0, resolution=None):
-    return self.synthesis(ws, noise_mode, noise, lod, resolution)
-
-  def __call__(self, z, c=None, truncation_psi=1.0, truncation_cutoff=None, noise_mode='random',
-               noise=None, update_w_avg=False, lod=0.0, resolution=None):
-    ws = self.map(z, c, truncation_psi, truncation_cutoff, update_w_avg)
-    return self.synthesize(ws, noise_mode, noise, lod, resolution)
 
 
 class GrowingDBlock(nn.Module):

@@ -28,8 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sg2jax.networks.generator import DTYPES
-from sg2jax.networks.layers import channels_at, check_resolution
+from sg2jax.networks.generator import DTYPES, GeneratorInterface
+from sg2jax.networks.layers import channels_at, check_resolution, growth_level
 from sg2jax.networks.mapping import Scalar, truncate
 from sg2jax.networks.synthesis import NOISE_MODES, check_choice
 from sg2jax.ops.bias_act import bias_act
@@ -210,16 +210,6 @@ class StyleBlock(nn.Module):
     return self.torgb(x).astype(jnp.float32)
 
 
-def growth_level(img_resolution: int, resolution: Optional[int]) -> int:
-  """`log2(R / r)`: the integer part of lod for the working resolution r (None: R)."""
-  if resolution is None:
-    return 0
-  level = check_resolution(img_resolution) - check_resolution(resolution, 'resolution')
-  if level < 0:
-    raise ValueError(f'resolution {resolution} exceeds the network resolution {img_resolution}')
-  return level
-
-
 class StyleSynthesis(nn.Module):
   """G_synthesis of StyleGAN (config A): ws `[N, num_ws, w_dim]` -> `[N, R, R, C]`."""
   w_dim: int
@@ -269,7 +259,7 @@ class StyleSynthesis(nn.Module):
                       self.img_resolution, self.is_initializing())
 
 
-class StyleGenerator(nn.Module):
+class StyleGenerator(GeneratorInterface):
   """G_style: StyleGAN's mapping + synthesis (config A), with progressive growing."""
   z_dim: int = 512
   c_dim: int = 0
@@ -296,27 +286,12 @@ class StyleGenerator(nn.Module):
       raise ValueError('conditional StyleGAN (config A) networks are not supported')
     super().__post_init__()
 
-  @property
-  def num_ws(self) -> int:
-    return 2 * check_resolution(self.img_resolution) - 2
-
   def setup(self):
     self.mapping = StyleMapping(self.z_dim, self.w_dim, self.num_ws, self.mapping_layers,
                                 self.layer_features, self.mapping_lr_multiplier, self.w_avg_beta)
     self.synthesis = StyleSynthesis(
         self.w_dim, self.img_resolution, self.img_channels, self.channel_base, self.channel_max,
         self.fused_scale, self.blur_filter, self.use_noise, self.dtype)
-
-  def map(self, z, c=None, truncation_psi=1.0, truncation_cutoff=None, update_w_avg=False):
-    return self.mapping(z, c, truncation_psi, truncation_cutoff, update_w_avg)
-
-  def synthesize(self, ws, noise_mode='random', noise=None, lod=0.0, resolution=None):
-    return self.synthesis(ws, noise_mode, noise, lod, resolution)
-
-  def __call__(self, z, c=None, truncation_psi=1.0, truncation_cutoff=None, noise_mode='random',
-               noise=None, update_w_avg=False, lod=0.0, resolution=None):
-    ws = self.map(z, c, truncation_psi, truncation_cutoff, update_w_avg)
-    return self.synthesize(ws, noise_mode, noise, lod, resolution)
 
 
 class BasicDBlock(nn.Module):

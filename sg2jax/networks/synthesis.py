@@ -15,7 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sg2jax.networks.layers import EqualizedConv, EqualizedDense, channels_at, check_resolution
+from sg2jax.networks.layers import (EqualizedConv, EqualizedDense, channels_at,
+                                    check_full_resolution, check_resolution)
 from sg2jax.ops.bias_act import bias_act, default_gain
 from sg2jax.ops.equalized import weight_gain
 from sg2jax.ops.modconv import modulated_conv2d
@@ -195,7 +196,11 @@ class SynthesisNetwork(nn.Module):
 
   @nn.compact
   def __call__(self, ws: jnp.ndarray, noise_mode: str = 'random',
-               noise: Optional[Sequence[jnp.ndarray]] = None) -> jnp.ndarray:
+               noise: Optional[Sequence[jnp.ndarray]] = None, lod=0.0,
+               resolution: Optional[int] = None) -> jnp.ndarray:
+    """`lod` and `resolution` as the progressive networks take them: ignored / None or R."""
+    del lod
+    check_full_resolution(self.img_resolution, resolution)
     check_choice(noise_mode, NOISE_MODES, 'noise_mode')
     if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
       raise ValueError(f'synthesis expects ws of shape [N, {self.num_ws}, {self.w_dim}], '

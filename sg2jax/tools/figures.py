@@ -6,92 +6,20 @@ are float `[-1, 1]` NHWC until `to_uint8`. Network calls are jitted; synthesis b
 `batch_size`, so a figure compiles the synthesis once.
 """
 
-import functools
 import warnings
 from pathlib import Path
 from typing import NamedTuple, Optional, Sequence
 
 import flax.linen as nn
-import jax
 import numpy as np
 
-from sg2jax.networks.synthesis import NOISE_MODES, check_choice
-from sg2jax.tools.images import to_uint8
-from sg2jax.tools.sampling import class_labels, layer_resolutions, noise_from_seeds, z_from_seed
+from sg2jax.images import to_uint8
+from sg2jax.networks.synthesis import check_choice
+from sg2jax.tools.sampling import map_latents, map_seeds, synthesize, z_from_seed
 
 SPACES = ('z', 'w')
 VIDEO_FORMATS = ('mp4', 'gif')
 MAX_STRIP_FRAMES = 10
-
-
-# ----------------------------------------------------------------------------------------------
-# Mapping and synthesis in padded batches.
-
-def map_latents(generator: nn.Module, variables: dict, z: np.ndarray,
-                truncation_psi: float = 1.0, truncation_cutoff: Optional[int] = None,
-                class_idx: Optional[int] = None) -> np.ndarray:
-  """ws `[N, num_ws, w_dim]` of latents `z [N, z_dim]` (truncation towards the stored w_avg)."""
-  z = np.asarray(z, np.float32)
-  c = class_labels(generator.c_dim, class_idx, len(z))
-  ws = _map_batch(generator, variables, z, c, float(truncation_psi), truncation_cutoff)
-  return np.asarray(ws)
-
-
-def map_seeds(generator: nn.Module, variables: dict, seeds: Sequence[int],
-              truncation_psi: float = 1.0, truncation_cutoff: Optional[int] = None,
-              class_idx: Optional[int] = None) -> np.ndarray:
-  """ws `[len(seeds), num_ws, w_dim]`; z of seed s is `RandomState(s).randn(1, z_dim)`."""
-  if not seeds:
-    raise ValueError('no seeds given; pass e.g. 0-7')
-  z = np.concatenate([z_from_seed(s, generator.z_dim) for s in seeds])
-  return map_latents(generator, variables, z, truncation_psi, truncation_cutoff, class_idx)
-
-
-# psi is static, as in sampling.generate_images: psi = 1 then skips the truncation exactly.
-@functools.partial(jax.jit, static_argnames=('generator', 'truncation_psi', 'truncation_cutoff'))
-def _map_batch(generator, variables, z, c, truncation_psi, truncation_cutoff):
-  return generator.apply(variables, z, c, truncation_psi, truncation_cutoff, method='map')
-
-
-@functools.partial(jax.jit, static_argnames=('generator', 'noise_mode'))
-def _synthesize_batch(generator, variables, ws, noise, noise_mode):
-  return generator.apply(variables, ws, noise_mode, noise, method='synthesize')
-
-
-def synthesize(generator: nn.Module, variables: dict, ws: np.ndarray, noise_mode: str = 'const',
-               noise_seeds: Optional[Sequence[int]] = None, batch_size: int = 8) -> np.ndarray:
-  """Images `[N, R, R, C]` (float, [-1, 1]) of ws `[N, num_ws, w_dim]`.
-
-  Args:
-    generator: a Generator.
-    variables: its variables.
-    ws: `[N, num_ws, w_dim]`.
-    noise_mode: 'const' (the stored maps, as the official figures), 'random' or 'none'.
-    noise_seeds: with 'random', the seed of each image's noise maps (`noise_from_seeds`), so an
-      image does not depend on its batch; default 0..N-1.
-    batch_size: images per compiled call (the last batch is padded).
-  """
-  check_choice(noise_mode, NOISE_MODES, 'noise_mode')
-  ws = np.asarray(ws, np.float32)
-  if ws.ndim != 3 or ws.shape[1:] != (generator.num_ws, generator.w_dim):
-    raise ValueError(f'ws must be [N, {generator.num_ws}, {generator.w_dim}] for this network, '
-                     f'got {list(ws.shape)}')
-  if noise_mode == 'random':
-    noise_seeds = list(range(len(ws))) if noise_seeds is None else list(noise_seeds)
-    resolutions = layer_resolutions(generator.img_resolution)
-  out = []
-  for start in range(0, len(ws), batch_size):
-    batch = ws[start:start + batch_size]
-    count = len(batch)
-    batch = np.concatenate([batch, np.repeat(batch[-1:], batch_size - count, axis=0)])
-    noise = None
-    if noise_mode == 'random':
-      seeds = noise_seeds[start:start + count]
-      noise = noise_from_seeds(seeds + [seeds[-1]] * (batch_size - count), resolutions)
-    images = _synthesize_batch(generator, variables, batch, noise,
-                             'const' if noise is not None else noise_mode)
-    out.append(np.asarray(images)[:count])
-  return np.concatenate(out)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -165,7 +93,7 @@ def style_mixing_grid(figure: StyleMixing) -> np.ndarray:
 def slerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
   """Spherical interpolation of vectors `a`, `b` `[D]` at `t` `[F]` -> `[F, D]`:
   `sin((1 - t) omega) / sin(omega) a + sin(t omega) / sin(omega) b`, `omega` the angle between
-  them (linear when they are parallel). Unlike PPL's slerp the norm is kept, not normalized."""
+  them (linear when they are parallel). Unlike PPL's `slerp_directions` the norm is kept."""
   a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
   t = np.asarray(t, np.float64)[:, None]
   cos = np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b))

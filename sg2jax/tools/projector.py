@@ -18,7 +18,7 @@ the state kept on the devices in between, when the caller wants progress reports
 The targets are split over the devices of a 1-D mesh.
 
 Differs from official (SPEC.md §5): the distance is LPIPS v0.1 VGG16 with the `lpips` package's
-weights (`sg2jax.metrics.nets.lpips`; TF used `vgg16_zhang_perceptual.pkl`, ADA `vgg16.pt`). It
+weights (`sg2jax.feature_nets.lpips`; TF used `vgg16_zhang_perceptual.pkl`, ADA `vgg16.pt`). It
 takes images in `[-1, 1]`, so SPEC's mapping to `[0, 255]` is folded into it. Networks below 32x32
 (where VGG16's fifth block would see less than 2x2 pixels, and nothing at 8x8) have their images
 and targets repeated to 32x32 (nearest) before LPIPS; the official projector never sees such
@@ -41,10 +41,10 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from PIL import Image
 
-from sg2jax.metrics.nets.lpips import LAYERS, load_lpips_weights, normalize_channels, scale_input
-from sg2jax.metrics.nets.vgg16 import VGG16Features
+from sg2jax.feature_nets.lpips import features_distance, lpips_features, load_lpips_weights
+from sg2jax.images import to_uint8
+from sg2jax.ops.pyramid import downsample_box
 from sg2jax.sharding import DATA_AXIS, batch_sharded, make_mesh, replicated
-from sg2jax.tools.images import to_uint8
 from sg2jax.tools.sampling import class_labels, layer_resolutions
 
 LPIPS_MAX_RESOLUTION = 256  # larger images are box-downsampled to this (SPEC.md §5)
@@ -137,34 +137,13 @@ def lpips_input(images: jnp.ndarray) -> jnp.ndarray:
   images = images.astype(jnp.float32)
   if images.shape[-1] == 1:
     images = jnp.repeat(images, 3, axis=-1)
-  n, r, _, c = images.shape
+  r = images.shape[1]
   if r > LPIPS_MAX_RESOLUTION:
-    f = r // LPIPS_MAX_RESOLUTION
-    images = images.reshape(n, r // f, f, r // f, f, c).mean(axis=(2, 4))  # [N, 256, 256, C]
+    images = downsample_box(images, r // LPIPS_MAX_RESOLUTION)  # [N, 256, 256, C]
   elif r < LPIPS_MIN_RESOLUTION:
     f = LPIPS_MIN_RESOLUTION // r
     images = jnp.repeat(jnp.repeat(images, f, axis=1), f, axis=2)  # [N, 32, 32, C]
   return images
-
-
-def lpips_features(lpips_params: dict, images: jnp.ndarray) -> tuple[jnp.ndarray, ...]:
-  """LPIPS steps 1-3 for one batch: scaled input, VGG16 taps, channel-normalized (5 arrays)."""
-  taps = VGG16Features().apply({'params': lpips_params['vgg']}, scale_input(images))
-  return tuple(normalize_channels(getattr(taps, layer)) for layer in LAYERS)
-
-
-def lpips_distance(lpips_params: dict, features0: Sequence[jnp.ndarray],
-                   features1: Sequence[jnp.ndarray]) -> jnp.ndarray:
-  """LPIPS steps 4-5 from two feature sets: `sum_k mean_pixels(lin_k((f0 - f1)^2))`, `[N]`.
-
-  Equals `LPIPS()(x0, x1).distance` (tested), without recomputing the target's features.
-  """
-  distance = 0.0
-  for k, (f0, f1) in enumerate(zip(features0, features1)):
-    weight = lpips_params[f'lin{k}']['weight'][0, 0, :, 0]  # [C]
-    distance = distance + jnp.einsum('nhwc,c->n', jnp.square(f0 - f1), weight) / (
-        f0.shape[1] * f0.shape[2])
-  return distance
 
 
 # ----------------------------------------------------------------------------------------------
@@ -292,7 +271,7 @@ def make_projection_steps(generator: nn.Module, settings: ProjectionSettings, ch
     w_noise = jax.vmap(lambda k: jax.random.normal(k, (generator.w_dim,)))(keys)  # [N, w_dim]
     w = params['w'] + w_noise * w_noise_scale(step, w_std, settings)
     images = synthesize_projection(generator, variables, w, params['noise'])
-    distance = lpips_distance(lpips_params, lpips_features(lpips_params, lpips_input(images)),
+    distance = features_distance(lpips_params, lpips_features(lpips_params, lpips_input(images)),
                               target_features)  # [N]
     reg = noise_regularization(params['noise']) if params['noise'] else jnp.zeros_like(distance)
     # Targets are independent: the sum's gradient w.r.t. one target's w and maps is its own.
@@ -365,7 +344,7 @@ def _programs(generator: nn.Module, settings: ProjectionSettings, chunk: int,
       render=jax.jit(lambda v, w, noise: synthesize_projection(generator, v, w, noise),
                      out_shardings=rows),
       features=jax.jit(features),
-      distance=jax.jit(lambda p, x, f: lpips_distance(p, features(p, x), f)))
+      distance=jax.jit(lambda p, x, f: features_distance(p, features(p, x), f)))
 
 
 def project(generator: nn.Module, variables: dict, targets: np.ndarray, *,

@@ -73,33 +73,82 @@ def layer_resolutions(img_resolution: int) -> list[int]:
   return [4] + [2 ** r for r in range(3, k + 1) for _ in range(2)]
 
 
-@functools.partial(jax.jit, static_argnames=('generator', 'truncation_psi', 'truncation_cutoff', 'noise_mode'))
-def _generate_batch(generator: nn.Module, variables, z, c, truncation_psi, noise, noise_mode,
-                    truncation_cutoff):
-  return generator.apply(variables, z, c, truncation_psi, truncation_cutoff, noise_mode, noise)
+# ----------------------------------------------------------------------------------------------
+# Mapping and synthesis in padded batches.
+
+def map_latents(generator: nn.Module, variables: dict, z: np.ndarray,
+                truncation_psi: float = 1.0, truncation_cutoff: Optional[int] = None,
+                class_idx: Optional[int] = None) -> np.ndarray:
+  """ws `[N, num_ws, w_dim]` of latents `z [N, z_dim]` (truncation towards the stored w_avg)."""
+  z = np.asarray(z, np.float32)
+  c = class_labels(generator.c_dim, class_idx, len(z))
+  ws = _map_batch(generator, variables, z, c, float(truncation_psi), truncation_cutoff)
+  return np.asarray(ws)
+
+
+def map_seeds(generator: nn.Module, variables: dict, seeds: Sequence[int],
+              truncation_psi: float = 1.0, truncation_cutoff: Optional[int] = None,
+              class_idx: Optional[int] = None) -> np.ndarray:
+  """ws `[len(seeds), num_ws, w_dim]`; z of seed s is `RandomState(s).randn(1, z_dim)`."""
+  if not seeds:
+    raise ValueError('no seeds given; pass e.g. --seeds 0-7')
+  z = np.concatenate([z_from_seed(s, generator.z_dim) for s in seeds])
+  return map_latents(generator, variables, z, truncation_psi, truncation_cutoff, class_idx)
+
+
+# psi is static: psi = 1 then skips the truncation exactly.
+@functools.partial(jax.jit, static_argnames=('generator', 'truncation_psi', 'truncation_cutoff'))
+def _map_batch(generator, variables, z, c, truncation_psi, truncation_cutoff):
+  return generator.apply(variables, z, c, truncation_psi, truncation_cutoff, method='map')
+
+
+@functools.partial(jax.jit, static_argnames=('generator', 'noise_mode'))
+def _synthesize_batch(generator, variables, ws, noise, noise_mode):
+  return generator.apply(variables, ws, noise_mode, noise, method='synthesize')
+
+
+def synthesize(generator: nn.Module, variables: dict, ws: np.ndarray, noise_mode: str = 'const',
+               noise_seeds: Optional[Sequence[int]] = None, batch_size: int = 8) -> np.ndarray:
+  """Images `[N, R, R, C]` (float, [-1, 1]) of ws `[N, num_ws, w_dim]`.
+
+  Args:
+    generator: a Generator.
+    variables: its variables.
+    ws: `[N, num_ws, w_dim]`.
+    noise_mode: 'const' (the stored maps, as the official figures), 'random' or 'none'.
+    noise_seeds: with 'random', the seed of each image's noise maps (`noise_from_seeds`), so an
+      image does not depend on its batch; default 0..N-1.
+    batch_size: images per compiled call (the last batch is padded).
+  """
+  check_choice(noise_mode, NOISE_MODES, 'noise_mode')
+  ws = np.asarray(ws, np.float32)
+  if ws.ndim != 3 or ws.shape[1:] != (generator.num_ws, generator.w_dim):
+    raise ValueError(f'ws must be [N, {generator.num_ws}, {generator.w_dim}] for this network, '
+                     f'got {list(ws.shape)}')
+  if noise_mode == 'random':
+    noise_seeds = list(range(len(ws))) if noise_seeds is None else list(noise_seeds)
+    resolutions = layer_resolutions(generator.img_resolution)
+  out = []
+  for start in range(0, len(ws), batch_size):
+    batch = ws[start:start + batch_size]
+    count = len(batch)
+    batch = np.concatenate([batch, np.repeat(batch[-1:], batch_size - count, axis=0)])
+    noise = None
+    if noise_mode == 'random':
+      seeds = noise_seeds[start:start + count]
+      noise = noise_from_seeds(seeds + [seeds[-1]] * (batch_size - count), resolutions)
+    images = _synthesize_batch(generator, variables, batch, noise,
+                             'const' if noise is not None else noise_mode)
+    out.append(np.asarray(images)[:count])
+  return np.concatenate(out)
 
 
 def generate_images(generator: nn.Module, variables: dict, seeds: Sequence[int],
                     truncation_psi: float = 1.0, truncation_cutoff: Optional[int] = None,
                     noise_mode: str = 'const', class_idx: Optional[int] = None,
                     batch_size: int = 8) -> np.ndarray:
-  """Images `[len(seeds), R, R, C]` (float32, [-1, 1]) for the given seeds.
-
-  z for seed s is `z_from_seed(s)`; batches are padded to `batch_size` so one compiled
-  function serves every batch.
-  """
-  check_choice(noise_mode, NOISE_MODES, 'noise_mode')
-  if not seeds:
-    raise ValueError('no seeds given; pass e.g. --seeds 0-7')
-  resolutions = layer_resolutions(generator.img_resolution)
-  out = []
-  for start in range(0, len(seeds), batch_size):
-    batch = list(seeds[start:start + batch_size])
-    padded = batch + [batch[-1]] * (batch_size - len(batch))
-    z = np.concatenate([z_from_seed(s, generator.z_dim) for s in padded])
-    c = class_labels(generator.c_dim, class_idx, batch_size)
-    noise = noise_from_seeds(padded, resolutions) if noise_mode == 'random' else None
-    images = _generate_batch(generator, variables, z, c, float(truncation_psi), noise,
-                             'const' if noise is not None else noise_mode, truncation_cutoff)
-    out.append(np.asarray(images)[:len(batch)])
-  return np.concatenate(out)
+  """Images `[len(seeds), R, R, C]` (float32, [-1, 1]) for the given seeds: z of seed s is
+  `z_from_seed(s)`, random noise (if asked) drawn from s too (`synthesize`)."""
+  ws = map_seeds(generator, variables, seeds, truncation_psi, truncation_cutoff, class_idx)
+  return synthesize(generator, variables, ws, noise_mode, noise_seeds=seeds,
+                    batch_size=batch_size)

@@ -1,11 +1,15 @@
-"""The ONE reader of the training config: networks, optimizers, mesh, data and derived numbers.
+"""The ONE reader of a training config: networks, optimizers, mesh, data and derived numbers.
 
-Everything else takes typed arguments. `derived_hyperparameters` computes (and the loop logs)
-every number that is not read directly from the config.
+`build(config)` checks a `ConfigDict` and returns an `Experiment`: the built objects plus frozen,
+typed settings (`Hyperparameters`, `LoopSettings`, `MetricSettings`, the data's
+`DatasetSpec`). Loop, step, the metrics hook and the eval CLI use those; nothing else reads a
+config key. `load_run_config` reads a run's saved `config.json` back into a config.
 """
 
 import dataclasses
+import json
 import math
+from pathlib import Path
 from typing import Any, Optional
 
 import flax.linen as nn
@@ -14,54 +18,101 @@ import optax
 from jax.sharding import Mesh
 
 from sg2jax.data.pipeline import TrainData
-from sg2jax.data.sources import guess_source_kind, image_shape, open_source
+from sg2jax.data.sources import DatasetSpec, image_shape
 from sg2jax.networks import Discriminator, Generator
-from sg2jax.networks.config import network_config
+from sg2jax.networks.layers import check_resolution
 from sg2jax.networks.progressive import ProgressiveDiscriminator, ProgressiveGenerator
 from sg2jax.networks.stylegan1 import BasicDiscriminator, StyleGenerator
-from sg2jax.networks.layers import check_resolution
+from sg2jax.networks.weights import network_config
 from sg2jax.sharding import check_batch_size, make_mesh
-from sg2jax.train.schedule import FixedSchedule, GrowingSchedule, Phase
-from sg2jax.train.step import NAN_POLICIES, StepConfig
+from sg2jax.train.optimizers import NAN_POLICIES, make_adam
+from sg2jax.train.schedule import FixedSchedule, GrowingSchedule, Stage
+from sg2jax.train.step import Models, StepConfig, ema_beta
+
+CONFIG_FILE = 'config.json'
+
+
+@dataclasses.dataclass(frozen=True)
+class Hyperparameters:
+  """Every number of a run that is derived rather than read (SPEC.md §3.4, §3.7), logged once.
+
+  - Lazy regularization: `lr' = lr * c`, `beta' = beta^c` with `c = I / (I + 1)`, for G (I =
+    g_reg_interval) and D (I = d_reg_interval), used by the main and regularization steps.
+  - G EMA per step: `ema_beta = 0.5^(batch_size / (ema_kimg * 1000))`.
+  - Length: `total_nimg = total_kimg * 1000` images (`total_steps` minibatches without growing).
+  """
+  batch_size: int
+  num_devices: int
+  batch_per_device: int
+  g_lr: float
+  g_beta1: float
+  g_beta2: float
+  d_lr: float
+  d_beta1: float
+  d_beta2: float
+  pl_batch_size: int
+  ema_beta: float
+  total_nimg: int
+  total_steps: int
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopSettings:
+  """What the host loop needs (`sg2jax.train.loop`)."""
+  seed: int
+  total_nimg: int
+  kimg_per_tick: float
+  snapshot_ticks: int
+  image_snapshot_ticks: int
+  keep_checkpoints: int
+  grid_size: int
+  minibatch_repeats: int  # minibatches between schedule evaluations (TF: 4 when growing)
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricSettings:
+  """The `sg2jax.eval` metrics run at every snapshot (`config.metrics`)."""
+  names: tuple[str, ...]
+  inception: Optional[str]
+  vgg16: Optional[str]
+  num_samples: Optional[int]
+  batch_size: int
+  mirror: bool
+  seed: int
 
 
 @dataclasses.dataclass
 class Experiment:
   """What `train_and_evaluate` runs, built from a config."""
-  config: ml_collections.ConfigDict
+  config: ml_collections.ConfigDict  # kept to be saved with the run, not read
   mesh: Mesh
   generator: nn.Module
   discriminator: nn.Module
   g_tx: optax.GradientTransformation
   d_tx: optax.GradientTransformation
   schedule: Any  # FixedSchedule | GrowingSchedule
-  data: TrainData
-  hyper: dict[str, Any]  # derived_hyperparameters
+  data: Optional[TrainData]
+  hyper: Hyperparameters
+  step_template: StepConfig  # the phases' settings; the schedule fills in the stage's values
+  loop: Optional[LoopSettings] = None
+  metrics: Optional[MetricSettings] = None
 
   @property
-  def total_nimg(self) -> int:
-    return self.hyper['total_nimg']
-
-  @property
-  def minibatch_repeats(self) -> int:
-    """Minibatches between schedule evaluations (TF: 4 with progressive growing)."""
-    return self.config.growing.minibatch_repeats if self.schedule.progressive else 1
+  def models(self) -> Models:
+    return Models(self.generator, self.discriminator, self.g_tx, self.d_tx)
 
   def network_configs(self) -> dict[str, dict]:
     g = network_config(self.generator)
     return {'G': g, 'G_ema': g, 'D': network_config(self.discriminator)}
 
-  def step_config(self, phase: Phase) -> StepConfig:
-    """The phases' settings for one schedule phase (one compiled program per distinct value)."""
-    config = self.config
-    level = phase.level if self.schedule.progressive else 0
-    return StepConfig(
-        batch_size=phase.batch_size, pl_batch_size=phase.batch_size // config.pl_batch_shrink,
-        mbstd_shard_size=phase.batch_gpu, style_mixing_prob=config.style_mixing_prob,
-        r1_gamma=config.r1_gamma, pl_weight=config.pl_weight, pl_decay=config.pl_decay,
-        g_reg_interval=config.g_reg_interval, d_reg_interval=config.d_reg_interval,
-        ema_kimg=config.ema_kimg, ema_rampup=config.ema_rampup, nan_policy=config.nan_policy,
-        resolution=phase.resolution if self.schedule.progressive else None, level=level)
+  def step_config(self, stage: Stage) -> StepConfig:
+    """The phases' settings at a schedule stage (one compiled program per distinct value)."""
+    if not self.schedule.progressive:
+      return dataclasses.replace(self.step_template, batch_size=stage.batch_size,
+                                 mbstd_shard_size=stage.batch_gpu)
+    return dataclasses.replace(self.step_template, batch_size=stage.batch_size,
+                               mbstd_shard_size=stage.batch_gpu, resolution=stage.resolution,
+                               level=stage.level)
 
 
 def lazy_regularization_factor(interval: Optional[int]) -> float:
@@ -69,41 +120,39 @@ def lazy_regularization_factor(interval: Optional[int]) -> float:
   return 1.0 if interval is None else interval / (interval + 1)
 
 
-def derived_hyperparameters(config: ml_collections.ConfigDict, num_devices: int) -> dict[str, Any]:
-  """Every derived number of a run (SPEC.md §3.4, §3.7), in one place.
-
-  - Lazy regularization: `lr' = lr * c`, `beta' = beta^c` with `c = I / (I + 1)`, for G (I =
-    g_reg_interval) and D (I = d_reg_interval), used by the main and regularization steps.
-  - G EMA per step: `beta_ema = 0.5^(batch_size / (ema_kimg * 1000))`.
-  - Length: `total_nimg = total_kimg * 1000` images (`total_steps` minibatches without growing).
-  """
+def derived_hyperparameters(config: ml_collections.ConfigDict,
+                            num_devices: int) -> Hyperparameters:
+  """The run's `Hyperparameters` (see there)."""
   batch = config.batch_size
-  out: dict[str, Any] = {'batch_size': batch, 'num_devices': num_devices,
-                         'batch_per_device': batch // max(num_devices, 1)}
-  for net, interval, lr in (('G', config.g_reg_interval, config.g_lr),
-                            ('D', config.d_reg_interval, config.d_lr)):
+  adjusted = {}
+  for net, interval, lr in (('g', config.g_reg_interval, config.g_lr),
+                            ('d', config.d_reg_interval, config.d_lr)):
     c = lazy_regularization_factor(interval)
-    out[f'{net}_lr'] = lr * c
-    out[f'{net}_beta1'] = config.adam_beta1 ** c
-    out[f'{net}_beta2'] = config.adam_beta2 ** c
-  out['pl_batch_size'] = batch // config.pl_batch_shrink
-  out['ema_beta'] = 0.5 ** (batch / (config.ema_kimg * 1000))
-  out['total_nimg'] = int(math.ceil(config.total_kimg * 1000))
-  out['total_steps'] = math.ceil(config.total_kimg * 1000 / batch)  # without growing
-  return out
+    adjusted.update({f'{net}_lr': lr * c, f'{net}_beta1': config.adam_beta1 ** c,
+                     f'{net}_beta2': config.adam_beta2 ** c})
+  return Hyperparameters(
+      batch_size=batch, num_devices=num_devices, batch_per_device=batch // max(num_devices, 1),
+      pl_batch_size=batch // config.pl_batch_shrink, ema_beta=float(ema_beta(batch, config.ema_kimg)),
+      total_nimg=int(math.ceil(config.total_kimg * 1000)),
+      total_steps=math.ceil(config.total_kimg * 1000 / batch), **adjusted)
 
 
-def make_adam(lr: float, beta1: float, beta2: float, eps: float) -> optax.GradientTransformation:
-  """optax Adam with the learning rate in its state (progressive growing changes it)."""
-  return optax.inject_hyperparams(optax.adam)(learning_rate=lr, b1=beta1, b2=beta2, eps=eps)
+def step_template(config: ml_collections.ConfigDict) -> StepConfig:
+  """The phases' settings that do not change during a run (the schedule sets the rest)."""
+  return StepConfig(
+      batch_size=config.batch_size, pl_batch_shrink=config.pl_batch_shrink,
+      mbstd_shard_size=config.batch_gpu,
+      style_mixing_prob=config.style_mixing_prob, r1_gamma=config.r1_gamma,
+      pl_weight=config.pl_weight, pl_decay=config.pl_decay,
+      g_reg_interval=config.g_reg_interval, d_reg_interval=config.d_reg_interval,
+      ema_kimg=config.ema_kimg, ema_rampup=config.ema_rampup)
 
 
 def make_schedule(config: ml_collections.ConfigDict, resolution: int, progressive: bool,
-                  hyper: dict[str, Any]):
+                  hyper: Hyperparameters):
   """FixedSchedule (configs E/F), or the progressive-growing schedule of configs A-D."""
   if not progressive:
-    return FixedSchedule(resolution, config.batch_size, config.batch_gpu, hyper['G_lr'],
-                         hyper['D_lr'])
+    return FixedSchedule(resolution, config.batch_size, config.batch_gpu, hyper.g_lr, hyper.d_lr)
   growing = config.growing
   return GrowingSchedule(
       resolution, growing.initial_resolution, growing.training_kimg, growing.transition_kimg,
@@ -185,32 +234,41 @@ def build_networks(config: ml_collections.ConfigDict, resolution: int, channels:
     discriminator = ProgressiveDiscriminator(conv_clamp=d.conv_clamp, **common)
   else:
     discriminator = BasicDiscriminator(**common)
-  if getattr(generator, 'progressive', False) != getattr(discriminator, 'progressive', False):
+  if generator.progressive != discriminator.progressive:
     raise ValueError(f'config.G.type {g.type} and config.D.type {d.type} do not match: both or '
                      f'neither must grow progressively')
   return generator, discriminator
 
 
 def build_models(config: ml_collections.ConfigDict, resolution: int, channels: int, c_dim: int,
-                 hyper: dict[str, Any]):
-  """Networks, optimizers and schedule: `(generator, discriminator, g_tx, d_tx, schedule)`."""
+                 mesh: Mesh) -> Experiment:
+  """Networks, optimizers, schedule and the phases' settings, without data: an `Experiment`
+  whose `data`, `loop` and `metrics` are None (benchmarks use it as it is)."""
+  validate(config)
+  hyper = derived_hyperparameters(config, mesh.devices.size)
   generator, discriminator = build_networks(config, resolution, channels, c_dim)
-  schedule = make_schedule(config, resolution, getattr(generator, 'progressive', False), hyper)
-  g_tx = make_adam(hyper['G_lr'], hyper['G_beta1'], hyper['G_beta2'], config.adam_eps)
-  d_tx = make_adam(hyper['D_lr'], hyper['D_beta1'], hyper['D_beta2'], config.adam_eps)
-  return generator, discriminator, g_tx, d_tx, schedule
+  schedule = make_schedule(config, resolution, generator.progressive, hyper)
+  check_batches(schedule, mesh, config.pl_batch_shrink)
+  g_tx = make_adam(hyper.g_lr, hyper.g_beta1, hyper.g_beta2, config.adam_eps, config.nan_policy)
+  d_tx = make_adam(hyper.d_lr, hyper.d_beta1, hyper.d_beta2, config.adam_eps, config.nan_policy)
+  return Experiment(config, mesh, generator, discriminator, g_tx, d_tx, schedule, None, hyper,
+                    step_template(config))
+
+
+def dataset_spec(config: ml_collections.ConfigDict) -> DatasetSpec:
+  """Where the run's images come from (`config.data`, `resolution`, `mirror`, `cond`, `seed`)."""
+  data = config.data
+  return DatasetSpec(source=data.source, path=data.path, split=data.split,
+                     use_labels=bool(config.cond), tfds_data_dir=data.tfds_data_dir,
+                     num_images=data.num_images, resolution=config.resolution or 0,
+                     seed=config.seed, max_images=data.max_images, mirror=bool(config.mirror))
 
 
 def build(config: ml_collections.ConfigDict, mesh: Optional[Mesh] = None) -> Experiment:
   """Builds the run: checks the config, opens the data, makes networks, optimizers, schedule."""
-  validate(config)
   mesh = make_mesh() if mesh is None else mesh
-  hyper = derived_hyperparameters(config, mesh.devices.size)
-
-  kind = guess_source_kind(config.data.path) if config.data.source == 'auto' else config.data.source
-  source = open_source(kind, config.data.path, config.data.split, config.cond,
-                       config.data.tfds_data_dir, config.data.num_images, config.resolution or 0,
-                       config.seed)
+  spec = dataset_spec(config)
+  source = spec.open()
   height, width, channels = image_shape(source)
   resolution = config.resolution or height
   check_resolution(resolution, 'resolution')
@@ -218,12 +276,55 @@ def build(config: ml_collections.ConfigDict, mesh: Optional[Mesh] = None) -> Exp
     raise ValueError(f'{source.name(0)} is {width}x{height}, not {resolution}x{resolution}; '
                      f'prepare the data with `python -m sg2jax.dataset_tool --resolution '
                      f'{resolution}`')
-  generator, discriminator, g_tx, d_tx, schedule = build_models(
-      config, resolution, channels, source.label_dim, hyper)
-  largest_batch = check_batches(schedule, mesh, config.pl_batch_shrink)
-  data = TrainData(source, resolution, channels, largest_batch,
-                   seed=config.seed, mirror=config.mirror, max_images=config.data.max_images,
-                   num_threads=config.data.num_threads, prefetch=config.data.prefetch)
-  hyper.update(resolution=resolution, channels=channels, c_dim=source.label_dim,
-               num_images=data.num_images, progressive=schedule.progressive)
-  return Experiment(config, mesh, generator, discriminator, g_tx, d_tx, schedule, data, hyper)
+  exp = build_models(config, resolution, channels, source.label_dim, mesh)
+  largest_batch = check_batches(exp.schedule, mesh, config.pl_batch_shrink)
+  exp.data = TrainData(source, resolution, channels, largest_batch, seed=config.seed,
+                       mirror=spec.mirror, max_images=spec.max_images,
+                       num_threads=config.data.num_threads, prefetch=config.data.prefetch)
+  exp.loop = LoopSettings(
+      seed=config.seed, total_nimg=exp.hyper.total_nimg, kimg_per_tick=config.kimg_per_tick,
+      snapshot_ticks=config.snapshot_ticks, image_snapshot_ticks=config.image_snapshot_ticks,
+      keep_checkpoints=config.keep_checkpoints, grid_size=config.grid_size,
+      minibatch_repeats=config.growing.minibatch_repeats if exp.schedule.progressive else 1)
+  exp.metrics = metric_settings(config)
+  return exp
+
+
+def metric_settings(config: ml_collections.ConfigDict) -> MetricSettings:
+  """The metrics to run at every snapshot (`config.metrics` and their weight files)."""
+  return MetricSettings(
+      names=tuple(config.metrics), inception=config.metrics_inception or None,
+      vgg16=config.metrics_vgg16 or None, num_samples=config.metrics_num_samples,
+      batch_size=config.batch_size, mirror=bool(config.mirror), seed=config.seed)
+
+
+def load_run_config(path: str | Path) -> ml_collections.ConfigDict:
+  """A run's saved `config.json` (or the workdir holding it) as a config: `experiments/base.py`'s
+  defaults with the saved values on top (keys added since the run was saved keep their
+  defaults; a saved key that no longer exists is an error naming it)."""
+  from experiments import base  # the defaults, read here only
+  path = Path(path)
+  if path.is_dir():
+    path = path / CONFIG_FILE
+  if not path.is_file():
+    raise FileNotFoundError(f'{path} not found: not a training workdir (no {CONFIG_FILE})')
+  try:
+    saved = json.loads(path.read_text())
+  except json.JSONDecodeError as e:
+    raise ValueError(f'{path} is not a readable config ({e})') from None
+  config = base.get_config()
+
+  def merge(node: ml_collections.ConfigDict, values: dict, prefix: str) -> None:
+    for key, value in values.items():
+      if key not in node:
+        raise ValueError(f'{path}: unknown config key {prefix}{key}')
+      if isinstance(node[key], ml_collections.ConfigDict) and isinstance(value, dict):
+        merge(node[key], value, f'{prefix}{key}.')
+      else:
+        node[key] = tuple(map(tuple_if_list, value)) if isinstance(value, list) else value
+
+  def tuple_if_list(value):
+    return tuple(value) if isinstance(value, list) else value
+
+  merge(config, saved, '')
+  return config

@@ -5,6 +5,7 @@ asked to stop (SIGTERM, e.g. TPU preemption, or Ctrl-C); reports through clu (Te
 files and log lines) and writes a fixed-z sample grid every `image_snapshot_ticks` ticks.
 """
 
+import dataclasses
 import json
 import signal
 import time
@@ -20,8 +21,8 @@ from clu import metric_writers, periodic_actions
 from jax.experimental import multihost_utils
 
 from sg2jax.checkpoint import TrainCheckpoints
+from sg2jax.images import make_grid, save_image, to_uint8
 from sg2jax.sharding import global_batch, replicated
-from sg2jax.tools.images import make_grid, save_image, to_uint8
 from sg2jax.train.build import Experiment, build
 from sg2jax.train.schedule import optimizer_reset_due
 from sg2jax.train.state import GANState, init_state, reset_optimizers
@@ -63,13 +64,13 @@ def _initial_state(exp: Experiment, checkpoints: TrainCheckpoints, state_shardin
   """A fresh state, or the latest checkpoint's (with the data position).
 
   Returns:
-    (state, meta): meta holds `phase_nimg`, the image count at which the current schedule phase
-    began (None for a fresh run).
+    (state, stage_nimg): the image count at which the current schedule stage began (None for a
+    fresh run).
   """
-  make = lambda: init_state(exp.generator, exp.discriminator, exp.g_tx, exp.d_tx, exp.config.seed)
+  make = lambda: init_state(exp.generator, exp.discriminator, exp.g_tx, exp.d_tx, exp.loop.seed)
   latest = checkpoints.latest_step()
   if latest is None:
-    return jax.jit(make, out_shardings=state_sharding)(), {'phase_nimg': None}
+    return jax.jit(make, out_shardings=state_sharding)(), None
   meta = checkpoints.restore_meta(latest)
   expected = exp.network_configs()
   if meta['networks'] != json.loads(json.dumps(expected)):
@@ -82,7 +83,7 @@ def _initial_state(exp: Experiment, checkpoints: TrainCheckpoints, state_shardin
   state = checkpoints.restore(latest, abstract)
   exp.data.set_state(meta['data'])
   logging.info('resumed from step %d (%.1f kimg)', meta['step'], meta['kimg'])
-  return state, meta
+  return state, meta.get('stage_nimg', meta.get('phase_nimg'))  # 'phase_nimg': sg2jax 0.1.0
 
 
 def _mean_metrics(history: list[dict[str, jax.Array]]) -> dict[str, float]:
@@ -108,51 +109,44 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
                        hooks: Sequence[SnapshotHook] = ()) -> GANState:
   """Trains (or resumes) the run described by `config` in `workdir`; returns the final state.
 
-  `hooks` run at every snapshot; `config.metrics` adds the sg2jax.eval metrics as one (their
-  weight files are read first, so a missing file fails before training starts).
+  `hooks` run at every snapshot (`sg2jax.main` adds the `config.metrics` one).
   """
   workdir = Path(workdir)
-  hooks = list(hooks)
-  if config.metrics:
-    from sg2jax.metrics.evaluate import make_training_hook
-    hooks.append(make_training_hook(
-        tuple(config.metrics), workdir=workdir, inception_path=config.metrics_inception or None,
-        vgg16_path=config.metrics_vgg16 or None, num_samples=config.metrics_num_samples))
   exp = build(config)
-  hyper, schedule = exp.hyper, exp.schedule
+  hyper, schedule, settings = exp.hyper, exp.schedule, exp.loop
   is_main = jax.process_index() == 0
   if is_main:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / 'config.json').write_text(config.to_json_best_effort(indent=2))
-  logging.info('derived hyperparameters: %s', json.dumps(hyper, sort_keys=True))
+  logging.info('derived hyperparameters: %s', json.dumps(dataclasses.asdict(hyper),
+                                                         sort_keys=True))
   logging.info('G: %s', exp.generator)
   logging.info('D: %s', exp.discriminator)
 
   state_sharding = replicated(exp.mesh)
-  checkpoints = TrainCheckpoints(workdir, keep=config.keep_checkpoints)
-  state, meta = _initial_state(exp, checkpoints, state_sharding)
+  checkpoints = TrainCheckpoints(workdir, keep=settings.keep_checkpoints)
+  state, stage_nimg = _initial_state(exp, checkpoints, state_sharding)
   step, nimg = int(state.step), int(state.nimg)
-  phase_nimg = meta.get('phase_nimg')
-  phase = schedule.at(phase_nimg) if phase_nimg is not None else None
+  stage = schedule.at(stage_nimg) if stage_nimg is not None else None
   reset = jax.jit(lambda state, g_lr, d_lr: reset_optimizers(state, exp.g_tx, exp.d_tx, g_lr,
                                                               d_lr),
                   out_shardings=state_sharding, donate_argnums=0)
-  train_steps: dict = {}  # StepConfig -> TrainStep: one compiled set per phase setting
+  train_steps: dict = {}  # StepConfig -> TrainStep: one compiled set per stage setting
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_main,
                                                 asynchronous=True)
-  total_nimg = exp.total_nimg
-  repeats = exp.minibatch_repeats
+  total_nimg = settings.total_nimg
+  repeats = settings.minibatch_repeats
   if step == 0:
-    writer.write_hparams({k: v for k, v in hyper.items() if isinstance(v, (int, float))})
+    writer.write_hparams(dataclasses.asdict(hyper))
   progress = periodic_actions.ReportProgress(
       num_train_steps=count_steps(schedule, total_nimg, repeats), writer=writer, every_secs=30)
-  samples = _SampleGrid(exp, workdir / 'samples', config.grid_size, config.seed)
+  samples = _SampleGrid(exp, workdir / 'samples', settings.grid_size, settings.seed)
   if step == 0 and is_main:
     samples.save_reals(exp.data.source)
-  tick_nimg = int(config.kimg_per_tick * 1000)
+  tick_nimg = int(settings.kimg_per_tick * 1000)
 
   def save(step: int) -> None:
-    meta = {'step': step, 'kimg': nimg / 1000, 'phase_nimg': phase_nimg,
+    meta = {'step': step, 'kimg': nimg / 1000, 'stage_nimg': stage_nimg,
             'networks': exp.network_configs(), 'data': exp.data.get_state(),
             'config': json.loads(config.to_json_best_effort())}
     checkpoints.save(step, state, meta)
@@ -162,20 +156,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
   tick_start, tick_start_nimg, last_saved = time.time(), nimg, None
   with StopRequest() as stop:
     while nimg < total_nimg:
-      if phase is None or (schedule.progressive and step % repeats == 0):
-        new_phase = schedule.at(nimg)
-        if optimizer_reset_due(None if phase is None else phase.lod, new_phase.lod):
-          state = reset(state, new_phase.g_lr, new_phase.d_lr)
-        phase, phase_nimg = new_phase, nimg
-      step_config = exp.step_config(phase)
+      if stage is None or (schedule.progressive and step % repeats == 0):
+        new_stage = schedule.at(nimg)
+        if optimizer_reset_due(None if stage is None else stage.lod, new_stage.lod):
+          state = reset(state, new_stage.g_lr, new_stage.d_lr)
+        stage, stage_nimg = new_stage, nimg
+      step_config = exp.step_config(stage)
       if step_config not in train_steps:
-        train_steps[step_config] = TrainStep(exp.generator, exp.discriminator, exp.g_tx,
-                                             exp.d_tx, step_config, exp.mesh, state_sharding)
-      batch = global_batch(exp.data.next_batch(phase.batch_size), exp.mesh)
-      state, metrics = train_steps[step_config](state, batch, step, phase.lod)
-      metrics = {**metrics, 'Progress/lod': phase.lod, 'Progress/resolution': phase.resolution}
+        train_steps[step_config] = TrainStep(exp.models, step_config, exp.mesh,
+                                             state_sharding)
+      batch = global_batch(exp.data.next_batch(stage.batch_size), exp.mesh)
+      state, metrics = train_steps[step_config](state, batch, step, stage.lod)
+      metrics = {**metrics, 'Progress/lod': stage.lod, 'Progress/resolution': stage.resolution}
       step += 1
-      nimg += phase.batch_size
+      nimg += stage.batch_size
       history.append(metrics)
       progress(step)
       if nimg >= tick_start_nimg + tick_nimg or nimg >= total_nimg:
@@ -188,16 +182,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
             'Progress/kimg': kimg, 'Progress/tick': tick, 'Timing/sec_per_tick': elapsed,
             'Timing/sec_per_kimg': elapsed / max(tick_kimg, 1e-9),
             'Timing/images_per_sec': tick_kimg * 1000 / max(elapsed, 1e-9)})
-        if tick % config.image_snapshot_ticks == 0 or nimg >= total_nimg:
-          samples.write(state, step, writer, phase)
-        if tick % config.snapshot_ticks == 0 or nimg >= total_nimg:
+        if tick % settings.image_snapshot_ticks == 0 or nimg >= total_nimg:
+          samples.write(state, step, writer, stage)
+        if tick % settings.snapshot_ticks == 0 or nimg >= total_nimg:
           save(step)
           last_saved = step
           for hook in hooks:
             scalars.update(hook(exp, state, step, kimg))
         writer.write_scalars(step, scalars)
         logging.info('tick %d kimg %.1f lod %.2f sec/tick %.1f sec/kimg %.2f G %.3f D %.3f', tick,
-                     kimg, phase.lod, elapsed, scalars['Timing/sec_per_kimg'],
+                     kimg, stage.lod, elapsed, scalars['Timing/sec_per_kimg'],
                      scalars.get('Loss/G/loss', np.nan), scalars.get('Loss/D/loss', np.nan))
         history, tick_start, tick_start_nimg = [], time.time(), nimg
       if stop.requested():
@@ -222,11 +216,9 @@ class _SampleGrid:
     self.c = None
     if g.c_dim > 0:
       self.c = jax.nn.one_hot(jnp.arange(count) % g.c_dim, g.c_dim)
-    self.progressive = exp.schedule.progressive
     self.generate = jax.jit(
-        lambda v, z, c, lod, resolution: g.apply(v, z, c, noise_mode='const',
-                                                 **({'lod': lod, 'resolution': resolution}
-                                                    if self.progressive else {})),
+        lambda v, z, c, lod, resolution: g.apply(v, z, c, noise_mode='const', lod=lod,
+                                                 resolution=resolution),
         static_argnums=4, out_shardings=replicated(exp.mesh))
     self.count = count
 
@@ -235,10 +227,9 @@ class _SampleGrid:
     images = np.stack([source[i]['image'] for i in range(min(self.count, len(source)))])
     save_image(self.directory / 'reals.png', make_grid(images))
 
-  def write(self, state: GANState, step: int, writer, phase) -> None:
-    resolution = phase.resolution if self.progressive else None
-    images = jax.device_get(self.generate(state.g_ema, self.z, self.c, jnp.float32(phase.lod),
-                                          resolution))
+  def write(self, state: GANState, step: int, writer, stage) -> None:
+    images = jax.device_get(self.generate(state.g_ema, self.z, self.c, jnp.float32(stage.lod),
+                                          stage.resolution))
     grid = make_grid(to_uint8(images))
     if jax.process_index() == 0:
       self.directory.mkdir(parents=True, exist_ok=True)

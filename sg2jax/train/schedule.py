@@ -4,8 +4,9 @@ Configs E/F keep everything fixed. Configs A-D grow progressively (TF `training_
 SPEC.md §2.1): from `lod_initial_resolution`, `lod_training_kimg` stable then
 `lod_transition_kimg` fading in per resolution,
 
-  phase = floor(kimg / (train + transition)),
-  lod = max(0, log2 R - log2 r0 - phase - max(kimg - phase (train + transition) - train, 0) / transition),
+  level_index = floor(kimg / (train + transition)),
+  lod = max(0, log2 R - log2 r0 - level_index
+               - max(kimg - level_index (train + transition) - train, 0) / transition),
 
 working resolution `2^(log2 R - floor(lod))` (the incoming one during its fade-in), and minibatch,
 per-GPU minibatch and learning rate looked up by that resolution. As in TF, the schedule is
@@ -19,8 +20,8 @@ from typing import Mapping, Optional
 
 
 @dataclasses.dataclass(frozen=True)
-class Phase:
-  """The training parameters of one schedule step."""
+class Stage:
+  """The training parameters at one point of the schedule (a level of detail when growing)."""
   lod: float
   resolution: int  # working resolution (= R without growing)
   batch_size: int  # global minibatch
@@ -43,7 +44,7 @@ def optimizer_reset_due(previous_lod: Optional[float], lod: float) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class FixedSchedule:
-  """Configs E/F: one phase for the whole run."""
+  """Configs E/F: one stage for the whole run."""
   resolution: int
   batch_size: int
   batch_gpu: int
@@ -51,9 +52,9 @@ class FixedSchedule:
   d_lr: float
   progressive = False
 
-  def at(self, nimg: int) -> Phase:
+  def at(self, nimg: int) -> Stage:
     del nimg
-    return Phase(0.0, self.resolution, self.batch_size, self.batch_gpu, self.g_lr, self.d_lr)
+    return Stage(0.0, self.resolution, self.batch_size, self.batch_gpu, self.g_lr, self.d_lr)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,17 +75,17 @@ class GrowingSchedule:
   progressive = True
 
   def lod_at(self, kimg: float) -> float:
-    phase_kimg_total = self.training_kimg + self.transition_kimg
-    phase = int(math.floor(kimg / phase_kimg_total)) if phase_kimg_total > 0 else 0
-    lod = math.log2(self.resolution) - math.log2(self.initial_resolution) - phase
+    level_kimg = self.training_kimg + self.transition_kimg
+    index = int(math.floor(kimg / level_kimg)) if level_kimg > 0 else 0
+    lod = math.log2(self.resolution) - math.log2(self.initial_resolution) - index
     if self.transition_kimg > 0:
-      lod -= max(kimg - phase * phase_kimg_total - self.training_kimg, 0.0) / self.transition_kimg
+      lod -= max(kimg - index * level_kimg - self.training_kimg, 0.0) / self.transition_kimg
     return max(lod, 0.0)
 
-  def at(self, nimg: int) -> Phase:
+  def at(self, nimg: int) -> Stage:
     lod = self.lod_at(nimg / 1000.0)
     resolution = 2 ** (int(math.log2(self.resolution)) - int(math.floor(lod)))
     lr = self.lrs.get(resolution, self.lr)
-    return Phase(lod, resolution, self.batch_sizes.get(resolution, self.batch_size),
+    return Stage(lod, resolution, self.batch_sizes.get(resolution, self.batch_size),
                  self.batch_gpus.get(resolution, self.batch_gpu), lr * self.g_lr_factor,
                  lr * self.d_lr_factor)

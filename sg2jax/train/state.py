@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from sg2jax.networks.config import init_variables
+from sg2jax.networks.weights import init_variables
 
 
 class GANState(flax.struct.PyTreeNode):

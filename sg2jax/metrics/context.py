@@ -13,7 +13,7 @@ use) and two caches:
   protocol (count, flips).
 
 Protocol (SPEC.md §4.1): the generator runs in float32 without truncation, noise `random`; its
-images become uint8 values exactly as `sg2jax.tools.images.to_uint8` (`uint8_values`), grey
+images become uint8 values exactly as `sg2jax.images.to_uint8` (`uint8_values`), grey
 images are repeated to RGB, and the feature networks take them at full resolution and resize
 inside. Everything a batch needs, from the key to the features, is one jitted program; batches
 are split over the mesh's 'data' axis and the features come back replicated, so every process
@@ -40,12 +40,12 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 
 from sg2jax.data import sources
-from sg2jax.metrics.fid import feature_moments, statistics_from_moments
-from sg2jax.metrics.nets.inception import (INCEPTION_WEIGHTS_URL, InceptionV3,
+from sg2jax.feature_nets.inception import (INCEPTION_WEIGHTS_URL, InceptionV3,
                                            load_inception_weights)
-from sg2jax.metrics.nets.lpips import load_lpips_weights
-from sg2jax.metrics.nets.vgg16 import (VGG16, VGG16_WEIGHTS_URL, load_vgg16_weights,
+from sg2jax.feature_nets.lpips import load_lpips_weights
+from sg2jax.feature_nets.vgg16 import (VGG16, VGG16_WEIGHTS_URL, load_vgg16_weights,
                                        preprocess_imagenet)
+from sg2jax.metrics.fid import feature_moments, statistics_from_moments
 from sg2jax.sharding import batch_sharded, replicated
 
 # Bump when a change alters cached real features.
@@ -62,7 +62,7 @@ MIRROR_SEED = 0x6D69
 def uint8_values(images: jnp.ndarray) -> jnp.ndarray:
   """`[-1, 1]` -> float32 holding uint8 values: `clip(floor(127.5 x + 128), 0, 255)`.
 
-  `sg2jax.tools.images.to_uint8` on the device (clip-then-truncate of non-negative values is
+  `sg2jax.images.to_uint8` on the device (clip-then-truncate of non-negative values is
   floor-then-clip); SPEC.md §4.1, §7.21.
   """
   x = images.astype(jnp.float32) * 127.5 + 128.0

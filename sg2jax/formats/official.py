@@ -27,11 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from sg2jax.networks.config import (NetworkWeights, abstract_variables, build_network,
-                                    check_variables)
+from sg2jax.formats.official_growing import tf_growing_config, tf_growing_to_variables
+from sg2jax.formats.torch_pickle import TorchReader, UnsafePickleError
+from sg2jax.networks.weights import (NetworkWeights, abstract_variables, build_network,
+                                     check_variables)
 from sg2jax.ops.upfirdn import setup_filter
-from sg2jax.tools.official_growing import tf_growing_config, tf_growing_to_variables
-from sg2jax.tools.torch_pickle import TorchReader, UnsafePickleError
 
 NETWORK_KEYS = ('G', 'D', 'G_ema')
 

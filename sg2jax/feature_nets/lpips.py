@@ -22,16 +22,16 @@ Differs from the official PPL (SPEC.md §4.6): TF used `vgg16_zhang_perceptual.p
 import importlib.resources
 import importlib.util
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sg2jax.metrics.nets.state_dict import check_state_dict, param_shapes
-from sg2jax.metrics.nets.vgg16 import CONV_BLOCKS, VGG16Features
-from sg2jax.tools.torch_pickle import RestrictedUnpickler
+from sg2jax.feature_nets.vgg16 import CONV_BLOCKS, VGG16Features
+from sg2jax.formats.state_dict import check_state_dict, param_shapes
+from sg2jax.formats.torch_pickle import RestrictedUnpickler
 
 SHIFT = (-0.030, -0.088, -0.188)
 SCALE = (0.458, 0.448, 0.450)
@@ -87,6 +87,32 @@ class LPIPS(nn.Module):
     for term in layers[1:]:
       distance = distance + term
     return LPIPSOutputs(distance, layers, tuple(maps))
+
+
+def lpips_distance(params: dict, images0: jnp.ndarray, images1: jnp.ndarray) -> jnp.ndarray:
+  """LPIPS distances `[N]` of two image batches in `[-1, 1]` (grey images repeated to RGB)."""
+  if images0.shape[-1] == 1:
+    images0, images1 = (jnp.repeat(x, 3, axis=-1) for x in (images0, images1))
+  return LPIPS().apply({'params': params}, images0, images1).distance
+
+
+def lpips_features(params: dict, images: jnp.ndarray) -> tuple[jnp.ndarray, ...]:
+  """Steps 1-3 for one batch of RGB images: the five channel-normalized VGG16 taps. With
+  `features_distance`, a fixed image's features are computed once (the projector's target)."""
+  taps = VGG16Features().apply({'params': params['vgg']}, scale_input(images))
+  return tuple(normalize_channels(getattr(taps, layer)) for layer in LAYERS)
+
+
+def features_distance(params: dict, features0: Sequence[jnp.ndarray],
+                      features1: Sequence[jnp.ndarray]) -> jnp.ndarray:
+  """Steps 4-5 from two `lpips_features`: `sum_k mean_pixels(lin_k((f0 - f1)^2))`, `[N]`;
+  equals `lpips_distance` of the images (tested)."""
+  distance = 0.0
+  for k, (f0, f1) in enumerate(zip(features0, features1)):
+    weight = params[f'lin{k}']['weight'][0, 0, :, 0]  # [C]
+    distance = distance + jnp.einsum('nhwc,c->n', jnp.square(f0 - f1), weight) / (
+        f0.shape[1] * f0.shape[2])
+  return distance
 
 
 # ----------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from sg2jax.metrics.nets.state_dict import check_state_dict, param_shapes, read_state_dict
+from sg2jax.formats.state_dict import check_state_dict, param_shapes, read_state_dict
 from sg2jax.ops.conv2d import conv2d
 
 VGG16_WEIGHTS_URL = 'https://download.pytorch.org/models/vgg16-397923af.pth'

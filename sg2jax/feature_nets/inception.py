@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sg2jax.metrics.nets.state_dict import check_state_dict, param_shapes, read_state_dict
+from sg2jax.formats.state_dict import check_state_dict, param_shapes, read_state_dict
 from sg2jax.ops.conv2d import conv2d
 
 INCEPTION_WEIGHTS_URL = ('https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/'

@@ -1,7 +1,7 @@
 """Reading a torch `state_dict` file of a feature network and checking it against the module.
 
 The loaders in `inception.py`, `vgg16.py` and `lpips.py` read their file with numpy only
-(`sg2jax.tools.torch_pickle`: torch zip and legacy formats, plain pickles), then check every key
+(`sg2jax.formats.torch_pickle`: torch zip and legacy formats, plain pickles), then check every key
 and shape against the module (`param_shapes`) before changing any layout, so a wrong file fails
 with one line that names what does not fit.
 """
@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from sg2jax.tools.torch_pickle import TorchReader, UnsafePickleError
+from sg2jax.formats.torch_pickle import TorchReader, UnsafePickleError
 
 # Names listed in an error message before "... and N more".
 _MAX_NAMES = 8

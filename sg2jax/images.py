@@ -42,15 +42,3 @@ def save_image(path: str | Path, image: np.ndarray) -> Path:
     image = image[..., 0]
   Image.fromarray(image).save(path)
   return path
-
-
-def load_image(path: str | Path) -> np.ndarray:
-  """Reads an image file as uint8 `[H, W, C]`; a clear error if it is not a readable image."""
-  path = Path(path)
-  try:
-    with Image.open(path) as img:
-      img.load()
-      array = np.asarray(img)
-  except (OSError, ValueError) as e:
-    raise ValueError(f'{path} is not a readable image ({e}); re-export it as PNG or JPEG') from None
-  return array[..., None] if array.ndim == 2 else array
