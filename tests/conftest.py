@@ -54,6 +54,30 @@ def random_variables():
 
 
 @pytest.fixture
+def fake_tf_network(monkeypatch):
+  """Registers `dnnlib.tflib.network.Network` so a test can write a real-format TF pickle."""
+  module = types.ModuleType('dnnlib.tflib.network')
+
+  class Network:
+    def __init__(self, state):
+      self.state = state
+
+    def __getstate__(self):
+      return self.state
+
+    def __setstate__(self, state):
+      self.state = state
+
+  Network.__module__ = 'dnnlib.tflib.network'
+  Network.__qualname__ = 'Network'
+  module.Network = Network
+  for name in ('dnnlib', 'dnnlib.tflib'):
+    monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+  monkeypatch.setitem(sys.modules, 'dnnlib.tflib.network', module)
+  return Network
+
+
+@pytest.fixture
 def fake_persistence(monkeypatch):
   """Registers `torch_utils.persistence._reconstruct_persistent_obj` so tests can write
   ADA-format pickles without ADA; returns a factory of picklable persistent objects."""

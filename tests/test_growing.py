@@ -4,8 +4,6 @@ lod 0-3 in steps of 0.5, truncation, the E/F cross-check, the reals fade, and TF
 
 import json
 import pickle
-import sys
-import types
 
 import jax.numpy as jnp
 import numpy as np
@@ -108,30 +106,6 @@ def test_lower_resolution_copy_rounds_like_the_tf_dataset_tool():
   quarter = np.asarray(lower_resolution_copy(full, 2)).astype(np.float64)
   means = np.transpose(io['reals_in/lod0.0'], (0, 2, 3, 1)).reshape(4, 8, 4, 8, 4, 3).mean((2, 4))
   np.testing.assert_array_equal(quarter, np.rint(means))
-
-
-@pytest.fixture
-def fake_tf_network(monkeypatch):
-  """Registers `dnnlib.tflib.network.Network` so a test can write a real-format TF pickle."""
-  module = types.ModuleType('dnnlib.tflib.network')
-
-  class Network:
-    def __init__(self, state):
-      self.state = state
-
-    def __getstate__(self):
-      return self.state
-
-    def __setstate__(self, state):
-      self.state = state
-
-  Network.__module__ = 'dnnlib.tflib.network'
-  Network.__qualname__ = 'Network'
-  module.Network = Network
-  for name in ('dnnlib', 'dnnlib.tflib'):
-    monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
-  monkeypatch.setitem(sys.modules, 'dnnlib.tflib.network', module)
-  return Network
 
 
 def tf_network(cls, name, func, kwargs, variables, components=None):
