@@ -21,7 +21,7 @@ DEFAULT_TRUNC_SWEEP = '1,0.7,0.5,0,-0.5,-1'
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
   from sg2jax.tools.figures import SPACES, VIDEO_FORMATS, parse_psis
-  from sg2jax.tools.sampling import parse_range
+  from sg2jax.tools.sampling import MODCONV_FORMS, parse_range
   p = argparse.ArgumentParser(prog='python -m sg2jax.generate', description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('--network', required=True,
@@ -40,6 +40,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
   p.add_argument('--batch-size', type=int, default=8)
   p.add_argument('--precision', choices=('highest', 'default'), default='highest',
                  help='float32 conv precision on GPU/TPU (highest = exact)')
+  p.add_argument('--modconv', choices=MODCONV_FORMS, default='auto',
+                 help='modulated convolutions fused (grouped conv) or not; auto: unfused on CPU, '
+                      'fused on GPU/TPU (same images up to float rounding)')
   figures = p.add_mutually_exclusive_group()
   figures.add_argument('--style-mix', nargs=2, type=parse_range, metavar=('ROW_SEEDS', 'COL_SEEDS'),
                        help='style-mixing figure: rows keep their ws except --mix-layers, which '
@@ -69,14 +72,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   from sg2jax.networks.weights import build_network
   from sg2jax.tools import figures
   from sg2jax.images import make_grid, save_image, to_uint8
-  from sg2jax.tools.sampling import generate_images, synthesize
+  from sg2jax.tools.sampling import generate_images, synthesize, with_modconv
 
   needs_seeds = args.style_mix is None and args.interpolate is None and args.projected_w is None
   if needs_seeds and not args.seeds:
     raise ValueError('pass --seeds (e.g. --seeds 0-7), or one of --style-mix, --interpolate, '
                      '--projected-w')
   name, net = select_generator(load_networks(args.network), args.network)
-  generator = build_network(net.config)
+  generator = with_modconv(build_network(net.config), args.modconv)
   args.outdir.mkdir(parents=True, exist_ok=True)
   trunc = dict(truncation_psi=args.truncation_psi, truncation_cutoff=args.truncation_cutoff)
 

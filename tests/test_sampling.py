@@ -9,7 +9,7 @@ from sg2jax.formats.official import load_official_pickle
 from sg2jax.images import make_grid, to_uint8
 from sg2jax.networks.weights import build_network
 from sg2jax.tools.sampling import (class_labels, generate_images, layer_resolutions, parse_range,
-                                   z_from_seed)
+                                   with_modconv, z_from_seed)
 
 
 def test_parse_range():
@@ -65,6 +65,23 @@ def test_generation_does_not_depend_on_the_batch():
     batched = generate_images(g, v, [3, 5, 7], noise_mode=mode, batch_size=2)
     np.testing.assert_allclose(alone[0], batched[2], atol=1e-5)
   assert layer_resolutions(32) == [4, 8, 8, 16, 16, 32, 32]
+
+
+def test_modconv_forms_give_the_same_images():
+  """`with_modconv`: 'auto' is the unfused form on the CPU backend; both forms give the official
+  images within one grey level."""
+  networks = load_official_pickle(DATA / 'ada_snapshot_tiny.pkl')
+  expected = load('ada_snapshot_tiny_expected.npz')
+  g = build_network(networks['G_ema'].config)
+  assert g.fused_modconv and not with_modconv(g, 'auto').fused_modconv
+  assert with_modconv(g, 'fused').fused_modconv and not with_modconv(g, 'unfused').fused_modconv
+  official = to_uint8(np.transpose(expected['img_G_ema_const'], (0, 2, 3, 1)))
+  for form in ('fused', 'unfused'):
+    images = with_modconv(g, form).apply(networks['G_ema'].variables, jnp.asarray(expected['z']),
+                                         noise_mode='const')
+    assert np.abs(to_uint8(images).astype(int) - official.astype(int)).max() <= 1
+  with pytest.raises(ValueError, match="modconv form 'grouped' is not one of"):
+    with_modconv(g, 'grouped')
 
 
 def test_make_grid():

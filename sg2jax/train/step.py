@@ -313,8 +313,11 @@ class TrainStep:
       finally:
         jax.monitoring.unregister_event_listener(listener)
       self.compile_seconds[name] = time.perf_counter() - start
-      logging.info('compiled %s in %.1f s%s', name, self.compile_seconds[name],
-                   ' (from the persistent compilation cache)' if hits else '')
+      if hits:
+        logging.info('loaded %s from the persistent compilation cache in %.1f s', name,
+                     self.compile_seconds[name])
+      else:
+        logging.info('compiled %s in %.1f s', name, self.compile_seconds[name])
     return self._executables[name]
 
   def __call__(self, state: GANState, batch: dict, step: int,

@@ -1,0 +1,31 @@
+"""The accelerator benchmark runs end to end at tiny size on the CPU (its JSON lines)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).parent.parent / 'benchmarks'
+
+
+@pytest.mark.slow  # compiles the five phases: ~1 min on 2 cores
+def test_accelerator_benchmark_runs_at_tiny_size():
+  out = subprocess.run([sys.executable, str(BENCHMARKS / 'accelerator.py'), '--tiny',
+                        '--settings', 'float32/highest'],
+                       capture_output=True, text=True, timeout=900)
+  assert out.returncode == 0, out.stderr[-3000:]
+  lines = [json.loads(line) for line in out.stdout.splitlines() if line.startswith('{')]
+  assert [line['what'] for line in lines] == ['setup'] + ['phase'] * 5 + ['minibatch']
+  phases = {line['phase']: line for line in lines if line['what'] == 'phase'}
+  assert set(phases) == {'g_main', 'g_reg', 'd_main', 'd_reg', 'ema'}
+  assert all(line['seconds'] > 0 for line in phases.values())
+  assert phases['d_main']['gflop'] > phases['ema']['gflop']
+  minibatch = lines[-1]
+  weighted = sum(w * phases[n]['seconds'] for n, w in
+                 {'g_main': 1, 'g_reg': 1 / 4, 'd_main': 1, 'd_reg': 1 / 16, 'ema': 1}.items())
+  assert abs(minibatch['seconds'] - weighted) < 1e-3 * weighted + 1e-5
+  assert minibatch['images_per_s'] > 0 and minibatch['tflops'] > 0
+  assert minibatch['mfu'] is None  # no peak known for a CPU
+  assert set(minibatch['generate_images_per_s']) == {'fused', 'unfused'}
