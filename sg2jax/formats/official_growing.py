@@ -14,16 +14,8 @@ import re
 
 import numpy as np
 
-# (TF name pattern, sg2jax path template, collection). `{R}`-relative levels are resolved by the
-# caller: `lod{l}` -> resolution `R >> l`.
-_A_G_RULES = [
-    (r'mapping/Dense(\d+)/(weight|bias)', r'mapping/fc\1/\2'),
-    (r'synthesis/4x4/Const/const', 'synthesis/b4/const'),
-    (r'synthesis/4x4/Const/(.*)', r'synthesis/b4/conv0/\1'),
-    (r'synthesis/4x4/Conv/(.*)', r'synthesis/b4/conv1/\1'),
-    (r'synthesis/(\d+)x\1/Conv0_up/(.*)', r'synthesis/b\1/conv0/\2'),
-    (r'synthesis/(\d+)x\1/Conv1/(.*)', r'synthesis/b\1/conv1/\2'),
-]
+# (TF name pattern, sg2jax path template), first match wins. Noise, `dlatent_avg` and the
+# `ToRGB_lod{l}` / `FromRGB_lod{l}` levels (resolution `R >> l`) are resolved in the function.
 _BD_G_RULES = [
     (r'mapping/Dense(\d+)/(weight|bias)', r'mapping/fc\1/\2'),
     (r'synthesis/4x4/Const/const', 'synthesis/b4/const'),
@@ -31,6 +23,8 @@ _BD_G_RULES = [
     (r'synthesis/(\d+)x\1/Conv0_up/(.*)', r'synthesis/b\1/conv0/\2'),
     (r'synthesis/(\d+)x\1/Conv1/(.*)', r'synthesis/b\1/conv1/\2'),
 ]
+# Config A also has an epilogue on the constant (`Const/const` itself matches the rule above).
+_A_G_RULES = _BD_G_RULES + [(r'synthesis/4x4/Const/(.*)', r'synthesis/b4/conv0/\1')]
 _D_RULES = [
     (r'(\d+)x\1/Conv0/(weight|bias)', r'b\1/conv0/\2'),
     (r'(\d+)x\1/Conv1_down/(weight|bias)', r'b\1/conv1/\2'),
@@ -163,18 +157,16 @@ def tf_growing_config(kwargs: dict, kind: str) -> dict:
       'mapping_lr_multiplier': float(kwargs.get('mapping_lrmul', 0.01)),
       'layer_features': int(kwargs.get('mapping_fmaps', 512)),
       'w_avg_beta': float(kwargs.get('dlatent_avg_beta', 0.995))}
-  fused = kwargs.get('fused_scale', 'auto')
+  config_a = {'fused_scale': kwargs.get('fused_scale', 'auto'),
+              'blur_filter': [float(t) for t in kwargs.get('blur_filter', [1, 2, 1])]}
+  resample = {'resample_filter': [float(t) for t in kwargs.get('resample_kernel', [1, 3, 3, 1])]}
   if kind == 'G_style':
-    return {'class': 'StyleGenerator', **mapping, **common, 'fused_scale': fused,
-            'blur_filter': [float(t) for t in kwargs.get('blur_filter', [1, 2, 1])],
+    return {'class': 'StyleGenerator', **mapping, **common, **config_a,
             'use_noise': bool(kwargs.get('use_noise', True))}
   if kind == 'G_revised':
-    return {'class': 'ProgressiveGenerator', **mapping, **common,
-            'resample_filter': [float(t) for t in kwargs.get('resample_kernel', [1, 3, 3, 1])]}
+    return {'class': 'ProgressiveGenerator', **mapping, **common, **resample}
   mbstd = {'mbstd_group_size': kwargs.get('mbstd_group_size', 4),
            'mbstd_num_channels': int(kwargs.get('mbstd_num_features', 1))}
   if kind == 'D_basic':
-    return {'class': 'BasicDiscriminator', **common, **mbstd, 'fused_scale': fused,
-            'blur_filter': [float(t) for t in kwargs.get('blur_filter', [1, 2, 1])]}
-  return {'class': 'ProgressiveDiscriminator', **common, **mbstd,
-          'resample_filter': [float(t) for t in kwargs.get('resample_kernel', [1, 3, 3, 1])]}
+    return {'class': 'BasicDiscriminator', **common, **mbstd, **config_a}
+  return {'class': 'ProgressiveDiscriminator', **common, **mbstd, **resample}

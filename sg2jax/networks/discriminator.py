@@ -8,7 +8,7 @@ import numpy as np
 
 from sg2jax.networks.generator import DTYPES
 from sg2jax.networks.layers import (EqualizedConv, EqualizedDense, channels_at,
-                                    check_full_resolution, check_resolution)
+                                    check_full_resolution, check_images, check_resolution)
 from sg2jax.networks.mapping import MappingNetwork
 from sg2jax.networks.synthesis import ARCHITECTURES, check_choice
 from sg2jax.ops.mbstd import minibatch_stddev
@@ -36,17 +36,14 @@ class DiscriminatorBlock(nn.Module):
       y = conv(self.tmp_channels, 1, 'fromrgb', activation='lrelu', conv_clamp=self.conv_clamp)(img)
       x = y if x is None else x + y
       img = downsample2d(img, setup_filter(self.resample_filter)) if self.architecture == 'skip' else None
-    if self.architecture == 'resnet':
-      y = conv(self.out_channels, 1, 'skip', use_bias=False, down=2)(x, gain=np.sqrt(0.5))
-      x = conv(self.tmp_channels, 3, 'conv0', activation='lrelu', conv_clamp=self.conv_clamp)(x)
-      x = conv(self.out_channels, 3, 'conv1', activation='lrelu', down=2,
-               conv_clamp=self.conv_clamp)(x, gain=np.sqrt(0.5))
-      x = y + x
-    else:
-      x = conv(self.tmp_channels, 3, 'conv0', activation='lrelu', conv_clamp=self.conv_clamp)(x)
-      x = conv(self.out_channels, 3, 'conv1', activation='lrelu', down=2,
-               conv_clamp=self.conv_clamp)(x)
-    return x, img
+    resnet = self.architecture == 'resnet'
+    gain = np.sqrt(0.5) if resnet else 1.0  # resnet: skip and main path each * sqrt(1/2)
+    if resnet:
+      y = conv(self.out_channels, 1, 'skip', use_bias=False, down=2)(x, gain=gain)
+    x = conv(self.tmp_channels, 3, 'conv0', activation='lrelu', conv_clamp=self.conv_clamp)(x)
+    x = conv(self.out_channels, 3, 'conv1', activation='lrelu', down=2,
+             conv_clamp=self.conv_clamp)(x, gain=gain)
+    return (y + x if resnet else x), img
 
 
 class DiscriminatorEpilogue(nn.Module):
@@ -127,9 +124,7 @@ class Discriminator(nn.Module):
     del lod
     check_full_resolution(self.img_resolution, resolution)
     r = self.img_resolution
-    if img.ndim != 4 or img.shape[1:] != (r, r, self.img_channels):
-      raise ValueError(f'discriminator expects images [N, {r}, {r}, {self.img_channels}] (NHWC), '
-                       f'got {img.shape}')
+    check_images(img, r, self.img_channels)
     channels = lambda res: channels_at(res, self.channel_base, self.channel_max)
     img = img.astype(jnp.float32)
     x = None

@@ -36,10 +36,25 @@ class GeneratorInterface(nn.Module):
   """What every generator offers (configs A-F): `map` (z -> ws), `synthesize` (ws -> images)
   and both in `__call__`, with the level of detail `lod` (traced) and working `resolution`
   (static) of progressive growing; generators that do not grow accept `lod` and ignore it, and
-  run at `resolution` None or their own. Subclasses make `self.mapping` and `self.synthesis`
-  in `setup`."""
+  run at `resolution` None or their own.
+
+  The fields below, which every generator has, come first; a subclass adds its own after them
+  (among them `dtype`, checked here with `img_resolution`) and makes `self.mapping` and
+  `self.synthesis` in `setup`."""
+  z_dim: int = 512
+  c_dim: int = 0
+  w_dim: int = 512
+  img_resolution: int = 1024
+  img_channels: int = 3
+  mapping_layers: int = 8
+  mapping_lr_multiplier: float = 0.01
 
   progressive = False
+
+  def __post_init__(self):
+    check_resolution(self.img_resolution)
+    check_choice(self.dtype, DTYPES, 'dtype')
+    super().__post_init__()
 
   @property
   def num_ws(self) -> int:
@@ -76,14 +91,7 @@ class Generator(GeneratorInterface):
   two halves. Random noise needs `rngs={'noise': key}`; `update_w_avg=True` needs
   `mutable=['stats']`.
   """
-  z_dim: int = 512
-  c_dim: int = 0
-  w_dim: int = 512
-  img_resolution: int = 1024
-  img_channels: int = 3
-  # Mapping network.
-  mapping_layers: int = 8
-  mapping_lr_multiplier: float = 0.01
+  # Mapping network (after `GeneratorInterface`'s fields).
   embed_features: Optional[int] = None  # None: w_dim
   layer_features: Optional[int] = None  # None: w_dim
   w_avg_beta: float = 0.995
@@ -101,9 +109,7 @@ class Generator(GeneratorInterface):
   dtype: str = 'float32'  # compute dtype of the synthesis convolutions; params stay float32
 
   def __post_init__(self):
-    check_resolution(self.img_resolution)
     check_choice(self.architecture, ARCHITECTURES, 'architecture')
-    check_choice(self.dtype, DTYPES, 'dtype')
     super().__post_init__()
 
   def setup(self):

@@ -4,7 +4,6 @@ import math
 from typing import Optional, Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -49,10 +48,11 @@ def check_full_resolution(img_resolution: int, resolution: Optional[int]) -> Non
                      f'not {resolution}')
 
 
-def _normal_init(scale: float):
-  def init(key, shape, dtype=jnp.float32):
-    return jax.random.normal(key, shape, dtype) * scale
-  return init
+def check_images(img: jnp.ndarray, img_resolution: int, img_channels: int) -> None:
+  """Discriminators read NHWC images `[N, R, R, C]` of their own size; others are an error."""
+  if img.ndim != 4 or img.shape[1:] != (img_resolution, img_resolution, img_channels):
+    raise ValueError(f'discriminator expects images [N, {img_resolution}, {img_resolution}, '
+                     f'{img_channels}] (NHWC), got {img.shape}')
 
 
 class EqualizedDense(nn.Module):
@@ -69,7 +69,7 @@ class EqualizedDense(nn.Module):
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-    weight = self.param('weight', _normal_init(1.0 / self.lr_multiplier),
+    weight = self.param('weight', nn.initializers.normal(1.0 / self.lr_multiplier),
                         (x.shape[-1], self.features))
     bias = None
     if self.use_bias:
@@ -96,7 +96,7 @@ class EqualizedConv(nn.Module):
   @nn.compact
   def __call__(self, x: jnp.ndarray, gain: float = 1.0) -> jnp.ndarray:
     k = self.kernel_size
-    weight = self.param('weight', _normal_init(1.0), (k, k, x.shape[-1], self.features))
+    weight = self.param('weight', nn.initializers.normal(1.0), (k, k, x.shape[-1], self.features))
     bias = self.param('bias', nn.initializers.zeros, (self.features,)) if self.use_bias else None
     f = setup_filter(self.resample_filter) if (self.up > 1 or self.down > 1) else None
     return equalized_conv2d(x.astype(self.dtype), weight, bias, self.activation, up=self.up,

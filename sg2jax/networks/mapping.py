@@ -31,6 +31,16 @@ def truncate(ws: jnp.ndarray, w_avg: jnp.ndarray, truncation_psi: Scalar,
   return jnp.where(layer < truncation_cutoff, truncated, ws)
 
 
+def tracked_w_avg(mapping: nn.Module, w: jnp.ndarray, update: bool) -> jnp.ndarray:
+  """`mapping`'s `stats` variable `w_avg [w_dim]` (init zeros); with `update` (outside init) first
+  `w_avg <- mean_batch(w) + w_avg_beta * (w_avg - mean_batch(w))`, the mean without gradient."""
+  w_avg = mapping.variable('stats', 'w_avg', jnp.zeros, (mapping.w_dim,), jnp.float32)
+  if update and not mapping.is_initializing():
+    batch_mean = jax.lax.stop_gradient(w.mean(axis=0))
+    w_avg.value = batch_mean + mapping.w_avg_beta * (w_avg.value - batch_mean)
+  return w_avg.value
+
+
 class MappingNetwork(nn.Module):
   """z (and a label c) -> w, broadcast to `num_ws` layers.
 
@@ -77,18 +87,12 @@ class MappingNetwork(nn.Module):
       features = self.w_dim if idx == self.num_layers - 1 else layer_features
       x = EqualizedDense(features, lr_multiplier=self.lr_multiplier, activation=self.activation,
                          name=f'fc{idx}')(x)
-    if self.w_avg_beta is None:
-      w_avg = None
-    else:
-      w_avg = self.variable('stats', 'w_avg', jnp.zeros, (self.w_dim,), jnp.float32)
-      if update_w_avg and not self.is_initializing():
-        batch_mean = jax.lax.stop_gradient(x.mean(axis=0))
-        w_avg.value = batch_mean + self.w_avg_beta * (w_avg.value - batch_mean)
+    w_avg = None if self.w_avg_beta is None else tracked_w_avg(self, x, update_w_avg)
     if self.num_ws is None:
       return x
     x = jnp.broadcast_to(x[:, None, :], (x.shape[0], self.num_ws, self.w_dim))
     if not (isinstance(truncation_psi, (int, float)) and truncation_psi == 1):
       if w_avg is None:
         raise ValueError('truncation needs w_avg, but this mapping has w_avg_beta=None')
-      x = truncate(x, w_avg.value, truncation_psi, truncation_cutoff)
+      x = truncate(x, w_avg, truncation_psi, truncation_cutoff)
     return x

@@ -11,7 +11,9 @@ Differences from StyleGAN2, all per the official code:
 
 Progressive growing: `lod` (a traced scalar) and `resolution` (static, `R / 2^floor(lod)`) select
 the level; with `t = lod - floor(lod)` the image is `lerp(rgb_r, up(rgb_{r/2}), t)` shown at R by
-nearest upsampling, and D reads `box_down(img)` at the matching levels (SPEC.md §1.14).
+nearest upsampling, and D reads `box_down(img)` at the matching levels (SPEC.md §1.14). The
+growing synthesis and discriminator, and D's levels, are bases here that the networks of configs
+B-D (`progressive.py`) share: each network only chooses its layers.
 
 Parameter tree (TF name -> sg2jax): `G_mapping/Dense{i}` -> `mapping/fc{i}`;
 `G_synthesis/4x4/Const` -> `synthesis/b4/const` + epilogue `synthesis/b4/conv0`;
@@ -28,10 +30,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sg2jax.networks.generator import DTYPES, GeneratorInterface
-from sg2jax.networks.layers import channels_at, check_resolution, growth_level
-from sg2jax.networks.mapping import Scalar, truncate
-from sg2jax.networks.synthesis import NOISE_MODES, check_choice
+from sg2jax.networks.generator import GeneratorInterface
+from sg2jax.networks.layers import channels_at, check_images, check_resolution, growth_level
+from sg2jax.networks.mapping import Scalar, tracked_w_avg, truncate
+from sg2jax.networks.synthesis import layer_noise, noise_input, num_ws_for
 from sg2jax.ops.bias_act import bias_act
 from sg2jax.ops.conv2d import conv2d
 from sg2jax.ops.mbstd import minibatch_stddev
@@ -128,18 +130,8 @@ class StyleLayer(nn.Module):
         x = filter2d(x, setup_filter(self.blur_filter))
     x = x.astype(jnp.float32)
     if self.use_noise:
-      res = self.resolution
-      noise_const = self.variable(
-          'buffers', 'noise_const',
-          lambda: jax.random.normal(self.make_rng('params'), (res, res), jnp.float32))
+      n = noise_input(self, x.shape[0], noise_mode, noise)
       noise_weight = self.param('noise_weight', nn.initializers.zeros, (self.features,))
-      n = None
-      if noise is not None:
-        n = jnp.asarray(noise, jnp.float32)
-      elif noise_mode == 'random':
-        n = jax.random.normal(self.make_rng('noise'), (x.shape[0], res, res, 1))
-      elif noise_mode == 'const':
-        n = noise_const.value[None, :, :, None]
       if n is not None:
         x = x + n * noise_weight
     bias = self.param('bias', nn.initializers.zeros, (self.features,))
@@ -169,12 +161,9 @@ class StyleMapping(nn.Module):
     for i in range(self.num_layers):
       x = WscaleDense(self.w_dim if i == self.num_layers - 1 else hidden, gain=SQRT2,
                       lr_multiplier=self.lr_multiplier, activation='lrelu', name=f'fc{i}')(x)
-    w_avg = self.variable('stats', 'w_avg', jnp.zeros, (self.w_dim,), jnp.float32)
-    if update_w_avg and not self.is_initializing():
-      batch_mean = jax.lax.stop_gradient(x.mean(axis=0))
-      w_avg.value = batch_mean + self.w_avg_beta * (w_avg.value - batch_mean)
+    w_avg = tracked_w_avg(self, x, update_w_avg)
     x = jnp.broadcast_to(x[:, None, :], (x.shape[0], self.num_ws, self.w_dim))
-    return truncate(x, w_avg.value, truncation_psi, truncation_cutoff)
+    return truncate(x, w_avg, truncation_psi, truncation_cutoff)
 
 
 class StyleBlock(nn.Module):
@@ -200,74 +189,90 @@ class StyleBlock(nn.Module):
     self.conv1 = layer()
     self.torgb = WscaleConv(self.img_channels, 1, gain=1.0, activation='linear')
 
+  @property
+  def layers(self) -> slice:
+    """Its two layers' indices in ws and in noise: `2 log2(r) - 4` and the next."""
+    i = 2 * (self.resolution.bit_length() - 1) - 4
+    return slice(i, i + 2)
+
   def __call__(self, x, ws, noise_mode, noise):
     if self.in_channels == 0:
       x = jnp.broadcast_to(self.const, (ws.shape[0],) + self.const.shape)
     x = self.conv0(x, ws[:, 0], noise_mode, noise[0])
     return self.conv1(x, ws[:, 1], noise_mode, noise[1])
 
-  def to_rgb(self, x):
+  def to_rgb(self, x, ws):
+    del ws  # StyleGAN's ToRGB is not modulated
     return self.torgb(x).astype(jnp.float32)
 
 
-class StyleSynthesis(nn.Module):
-  """G_synthesis of StyleGAN (config A): ws `[N, num_ws, w_dim]` -> `[N, R, R, C]`."""
+class GrowingSynthesisBase(nn.Module):
+  """ws `[N, num_ws, w_dim]` -> `[N, R, R, C]` of a growing generator (configs A-D), TF's
+  recursive form: the blocks up to the working level r run in turn; r's ToRGB image is faded with
+  r/2's (nearest-upsampled 2x) by the fractional lod, then nearest-upsampled to R. While
+  initializing, every block and ToRGB is created.
+
+  Subclasses add their fields and `num_layers`, and `make_block(resolution, in_channels,
+  out_channels, name)`; a block is called with `ws` and `noise` at its `layers`, and its
+  `to_rgb(x, ws)` gets all of `ws`.
+  """
   w_dim: int
   img_resolution: int
   img_channels: int = 3
   channel_base: int = 16384
   channel_max: int = 512
+
+  @property
+  def num_ws(self) -> int:
+    return num_ws_for(self.img_resolution)
+
+  @nn.compact
+  def __call__(self, ws, noise_mode='random', noise=None, lod=0.0, resolution=None):
+    noise = layer_noise(noise_mode, noise, self.num_layers)
+    level = growth_level(self.img_resolution, resolution)
+    top = self.img_resolution >> level
+    ws = ws.astype(jnp.float32)
+    channels = lambda r: channels_at(r, self.channel_base, self.channel_max)
+    blocks = {2 ** k: self.make_block(2 ** k, 0 if k == 2 else channels(2 ** (k - 1)),
+                                      channels(2 ** k), f'b{2 ** k}')
+              for k in range(2, check_resolution(self.img_resolution) + 1)}
+    features = {}
+    x = None
+    for r, block in blocks.items():
+      if r > top and not self.is_initializing():
+        break
+      x = features[r] = block(x, ws[:, block.layers], noise_mode, noise[block.layers])
+    to_rgb = lambda r: blocks[r].to_rgb(features[r], ws)
+    if self.is_initializing():
+      for r in blocks:
+        to_rgb(r)
+    img = to_rgb(top)
+    if top > 4:
+      img = lerp(img, upsample_nearest(to_rgb(top // 2), 2), lod - level)
+    return upsample_nearest(img, self.img_resolution // top)
+
+
+class StyleSynthesis(GrowingSynthesisBase):
+  """G_synthesis of StyleGAN (config A): ws `[N, num_ws, w_dim]` -> `[N, R, R, C]`."""
   fused_scale: Union[str, bool] = 'auto'  # 'auto': fused up-convs from 128 up (as TF)
   blur_filter: Sequence[float] = (1, 2, 1)
   use_noise: bool = True
   dtype: str = 'float32'
 
   @property
-  def num_ws(self) -> int:
-    return 2 * check_resolution(self.img_resolution) - 2
-
-  @property
   def num_layers(self) -> int:
     return self.num_ws
 
-  @nn.compact
-  def __call__(self, ws, noise_mode='random', noise=None, lod=0.0, resolution=None):
-    check_choice(noise_mode, NOISE_MODES, 'noise_mode')
-    if noise is not None and len(noise) != self.num_layers:
-      raise ValueError(f'noise must hold {self.num_layers} maps (one per layer), got {len(noise)}')
-    noise = [None] * self.num_layers if noise is None else list(noise)
-    level = growth_level(self.img_resolution, resolution)
-    top = self.img_resolution >> level
-    ws = ws.astype(jnp.float32)
-    channels = lambda r: channels_at(r, self.channel_base, self.channel_max)
-    blocks = {}
-    for k in range(2, check_resolution(self.img_resolution) + 1):
-      r = 2 ** k
-      fused = r >= 128 if self.fused_scale == 'auto' else bool(self.fused_scale)
-      blocks[r] = StyleBlock(0 if r == 4 else channels(r // 2), channels(r), r, self.img_channels,
-                             fused=fused, blur_filter=self.blur_filter, use_noise=self.use_noise,
-                             dtype=self.dtype, name=f'b{r}')
-    features = {}
-    x = None
-    for r, block in blocks.items():
-      if r > top and not self.is_initializing():
-        break
-      i = 2 * (r.bit_length() - 1) - 4
-      x = block(x, ws[:, i:i + 2], noise_mode, noise[i:i + 2])
-      features[r] = x
-    return grow_image(lambda r: blocks[r].to_rgb(features[r]), list(blocks), lod, level,
-                      self.img_resolution, self.is_initializing())
+  def make_block(self, resolution: int, in_channels: int, out_channels: int,
+                 name: str) -> StyleBlock:
+    fused = resolution >= 128 if self.fused_scale == 'auto' else bool(self.fused_scale)
+    return StyleBlock(in_channels, out_channels, resolution, self.img_channels, fused=fused,
+                      blur_filter=self.blur_filter, use_noise=self.use_noise, dtype=self.dtype,
+                      name=name)
 
 
 class StyleGenerator(GeneratorInterface):
   """G_style: StyleGAN's mapping + synthesis (config A), with progressive growing."""
-  z_dim: int = 512
-  c_dim: int = 0
-  w_dim: int = 512
-  img_resolution: int = 1024
-  img_channels: int = 3
-  mapping_layers: int = 8
-  mapping_lr_multiplier: float = 0.01
   layer_features: Optional[int] = None
   w_avg_beta: float = 0.995
   channel_base: int = 16384
@@ -280,8 +285,6 @@ class StyleGenerator(GeneratorInterface):
   progressive = True
 
   def __post_init__(self):
-    check_resolution(self.img_resolution)
-    check_choice(self.dtype, DTYPES, 'dtype')
     if self.c_dim:
       raise ValueError('conditional StyleGAN (config A) networks are not supported')
     super().__post_init__()
@@ -294,18 +297,11 @@ class StyleGenerator(GeneratorInterface):
         self.fused_scale, self.blur_filter, self.use_noise, self.dtype)
 
 
-class BasicDBlock(nn.Module):
-  """D_basic at one resolution: FromRGB of that level, conv 3x3, blur + conv 3x3 + 2x2 average."""
+class DBlockBase(nn.Module):
+  """A level of a growing D: its FromRGB (`fromrgb`, for when it is the working level), then two
+  convs (`conv0`, and `conv1` to half the resolution). Subclasses make the layers in `setup`."""
   tmp_channels: int
   out_channels: int
-  blur_filter: Sequence[float] = (1, 2, 1)
-  dtype: str = 'float32'
-
-  def setup(self):
-    self.fromrgb = WscaleConv(self.tmp_channels, 1, dtype=self.dtype)
-    self.conv0 = WscaleConv(self.tmp_channels, 3, dtype=self.dtype)
-    self.conv1 = WscaleConv(self.out_channels, 3, down=True, blur_filter=self.blur_filter,
-                            dtype=self.dtype)
 
   def from_rgb(self, img):
     return self.fromrgb(img)
@@ -314,18 +310,13 @@ class BasicDBlock(nn.Module):
     return self.conv1(self.conv0(x))
 
 
-class BasicDHead(nn.Module):
-  """D_basic at 4x4: FromRGB_lod(K-2), minibatch stddev, conv 3x3, dense, dense -> 1."""
+class DHeadBase(nn.Module):
+  """The 4x4 head of a growing D: its FromRGB (`fromrgb`), minibatch stddev, then `conv`, `fc` and
+  `out` in float32. Subclasses make the layers in `setup`."""
   channels: int
   fc_channels: int  # TF nf(0); equals `channels` in every official config
   mbstd_group_size: Optional[int] = 4
   mbstd_num_channels: int = 1
-
-  def setup(self):
-    self.fromrgb = WscaleConv(self.channels, 1)
-    self.conv = WscaleConv(self.channels, 3)
-    self.fc = WscaleDense(self.fc_channels, gain=SQRT2, activation='lrelu')
-    self.out = WscaleDense(1, gain=1.0)
 
   def from_rgb(self, img):
     return self.fromrgb(img)
@@ -338,74 +329,90 @@ class BasicDHead(nn.Module):
     return self.out(self.fc(x.reshape(x.shape[0], -1)))  # NHWC flatten; converter permutes
 
 
-def grow_image(to_rgb, resolutions, lod, level, img_resolution, initializing: bool):
-  """The progressive G's output (TF's recursive form): the working level's ToRGB image faded with
-  the next lower level's (nearest-upsampled 2x) by the fractional lod, then nearest-upsampled to
-  `img_resolution`. `to_rgb(r)` is level r's image; `resolutions` every level (all ToRGBs are
-  created while initializing)."""
-  top = img_resolution >> level
-  if initializing:
-    for r in resolutions:
-      to_rgb(r)
-  img = to_rgb(top)
-  if top > 4:
-    img = lerp(img, upsample_nearest(to_rgb(top // 2), 2), lod - level)
-  return upsample_nearest(img, img_resolution // top)
+class BasicDBlock(DBlockBase):
+  """D_basic at one resolution: FromRGB of that level, conv 3x3, blur + conv 3x3 + 2x2 average."""
+  blur_filter: Sequence[float] = (1, 2, 1)
+  dtype: str = 'float32'
+
+  def setup(self):
+    self.fromrgb = WscaleConv(self.tmp_channels, 1, dtype=self.dtype)
+    self.conv0 = WscaleConv(self.tmp_channels, 3, dtype=self.dtype)
+    self.conv1 = WscaleConv(self.out_channels, 3, down=True, blur_filter=self.blur_filter,
+                            dtype=self.dtype)
 
 
-def grow_discriminator(blocks, head, img, lod, level, img_resolution, mbstd_shard_size,
-                       initializing: bool):
-  """The progressive D (TF D_basic / D_stylegan, recursive form): FromRGB at the working level,
-  faded with the next lower level, then the remaining blocks and the head."""
-  top = img_resolution >> level
-  entry = lambda r: (head if r == 4 else blocks[r]).from_rgb(
-      downsample_box(img, img_resolution // r))
-  if initializing:  # create every level's FromRGB
-    for r in list(blocks) + [4]:
-      entry(r)
-  x = entry(top)
-  for r, block in blocks.items():
-    if r > top:
-      continue
-    x = block(x)
-    if r == top:
-      x = lerp(x, entry(r // 2), lod - level)
-  return head(x, mbstd_shard_size)
+class BasicDHead(DHeadBase):
+  """D_basic at 4x4: FromRGB_lod(K-2), minibatch stddev, conv 3x3, dense, dense -> 1."""
+
+  def setup(self):
+    self.fromrgb = WscaleConv(self.channels, 1)
+    self.conv = WscaleConv(self.channels, 3)
+    self.fc = WscaleDense(self.fc_channels, gain=SQRT2, activation='lrelu')
+    self.out = WscaleDense(1, gain=1.0)
 
 
-class BasicDiscriminator(nn.Module):
-  """D_basic: StyleGAN's discriminator (config A), with progressive growing."""
+class GrowingDiscriminatorBase(nn.Module):
+  """A growing discriminator (configs A-D; TF D_basic / D_stylegan, recursive form): image
+  `[N, R, R, C]` -> logits `[N, 1]`. The working level r's FromRGB reads the image box-downsampled
+  to r; after r's block, that is faded with the FromRGB of r/2 by the fractional lod; then the
+  remaining blocks and the head `b4`. While initializing, every level's FromRGB is created.
+
+  Subclasses add their fields, `conditional_error` (labels are not supported) and
+  `make_block(tmp_channels, out_channels, name)`, `make_head(channels, fc_channels, name)`.
+  """
   c_dim: int = 0
   img_resolution: int = 1024
   img_channels: int = 3
   channel_base: int = 16384
   channel_max: int = 512
+
+  progressive = True
+  conditional_error = 'conditional networks are not supported'
+
+  def __post_init__(self):
+    check_resolution(self.img_resolution)
+    if self.c_dim:
+      raise ValueError(self.conditional_error)
+    super().__post_init__()
+
+  @nn.compact
+  def __call__(self, img, c=None, mbstd_shard_size=None, lod=0.0, resolution=None):
+    r_max = self.img_resolution
+    check_images(img, r_max, self.img_channels)
+    channels = lambda r: channels_at(r, self.channel_base, self.channel_max)
+    blocks = {2 ** k: self.make_block(channels(2 ** k), channels(2 ** (k - 1)), f'b{2 ** k}')
+              for k in range(check_resolution(r_max), 2, -1)}
+    head = self.make_head(channels(4), channels(2), 'b4')
+    level = growth_level(r_max, resolution)
+    top = r_max >> level
+    img = img.astype(jnp.float32)
+    entry = lambda r: (head if r == 4 else blocks[r]).from_rgb(downsample_box(img, r_max // r))
+    if self.is_initializing():  # create every level's FromRGB
+      for r in list(blocks) + [4]:
+        entry(r)
+    x = entry(top)
+    for r, block in blocks.items():
+      if r > top:
+        continue
+      x = block(x)
+      if r == top:
+        x = lerp(x, entry(r // 2), lod - level)
+    return head(x, mbstd_shard_size)
+
+
+class BasicDiscriminator(GrowingDiscriminatorBase):
+  """D_basic: StyleGAN's discriminator (config A), with progressive growing."""
   blur_filter: Sequence[float] = (1, 2, 1)
   mbstd_group_size: Optional[int] = 4
   mbstd_num_channels: int = 1
   fused_scale: Union[str, bool] = 'auto'  # accepted for TF configs; same computation either way
   dtype: str = 'float32'
 
-  progressive = True
+  conditional_error = 'conditional StyleGAN (config A) networks are not supported'
 
-  def __post_init__(self):
-    check_resolution(self.img_resolution)
-    if self.c_dim:
-      raise ValueError('conditional StyleGAN (config A) networks are not supported')
-    super().__post_init__()
+  def make_block(self, tmp_channels: int, out_channels: int, name: str) -> BasicDBlock:
+    return BasicDBlock(tmp_channels, out_channels, self.blur_filter, self.dtype, name=name)
 
-  @nn.compact
-  def __call__(self, img, c=None, mbstd_shard_size=None, lod=0.0, resolution=None):
-    r_max = self.img_resolution
-    if img.ndim != 4 or img.shape[1:] != (r_max, r_max, self.img_channels):
-      raise ValueError(f'discriminator expects images [N, {r_max}, {r_max}, '
-                       f'{self.img_channels}] (NHWC), got {img.shape}')
-    channels = lambda r: channels_at(r, self.channel_base, self.channel_max)
-    blocks = {2 ** k: BasicDBlock(channels(2 ** k), channels(2 ** (k - 1)), self.blur_filter,
-                                  self.dtype, name=f'b{2 ** k}')
-              for k in range(check_resolution(r_max), 2, -1)}
-    head = BasicDHead(channels(4), channels(2), self.mbstd_group_size, self.mbstd_num_channels,
-                      name='b4')
-    level = growth_level(r_max, resolution)
-    return grow_discriminator(blocks, head, img.astype(jnp.float32), lod, level, r_max,
-                              mbstd_shard_size, self.is_initializing())
+  def make_head(self, channels: int, fc_channels: int, name: str) -> BasicDHead:
+    return BasicDHead(channels, fc_channels, self.mbstd_group_size, self.mbstd_num_channels,
+                      name=name)

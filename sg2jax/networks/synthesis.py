@@ -37,6 +37,32 @@ def check_choice(value: str, choices: Sequence[str], what: str) -> str:
   return value
 
 
+def layer_noise(noise_mode: str, noise: Optional[Sequence[jnp.ndarray]],
+                num_layers: int) -> list[Optional[jnp.ndarray]]:
+  """Checks `noise_mode` and `noise` (None or one map per layer); returns one entry per layer."""
+  check_choice(noise_mode, NOISE_MODES, 'noise_mode')
+  if noise is not None and len(noise) != num_layers:
+    raise ValueError(f'noise must hold {num_layers} maps (one per layer), got {len(noise)}')
+  return [None] * num_layers if noise is None else list(noise)
+
+
+def noise_input(layer: nn.Module, batch_size: int, noise_mode: str,
+                noise: Optional[jnp.ndarray]) -> Optional[jnp.ndarray]:
+  """A layer's unit-variance noise (broadcastable to `[N, res, res, 1]`) by the precedence above,
+  or None; declares the layer's buffer `noise_const [res, res]` (init N(0, 1))."""
+  res = layer.resolution
+  noise_const = layer.variable(
+      'buffers', 'noise_const',
+      lambda: jax.random.normal(layer.make_rng('params'), (res, res), jnp.float32))
+  if noise is not None:
+    return jnp.asarray(noise, jnp.float32)
+  if noise_mode == 'random':
+    return jax.random.normal(layer.make_rng('noise'), (batch_size, res, res, 1))
+  if noise_mode == 'const':
+    return noise_const.value[None, :, :, None]
+  return None
+
+
 class SynthesisLayer(nn.Module):
   """Modulated 3x3 conv (optionally up=2) + noise + bias + lrelu * sqrt(2).
 
@@ -62,17 +88,10 @@ class SynthesisLayer(nn.Module):
     weight = self.param('weight', nn.initializers.normal(1.0), (k, k, x.shape[-1], self.features))
     scaled_noise = None
     if self.use_noise:
-      res = self.resolution
-      noise_const = self.variable(
-          'buffers', 'noise_const',
-          lambda: jax.random.normal(self.make_rng('params'), (res, res), jnp.float32))
+      unit_noise = noise_input(self, n, noise_mode, noise)
       noise_strength = self.param('noise_strength', nn.initializers.zeros, ())
-      if noise is not None:
-        scaled_noise = jnp.asarray(noise, jnp.float32) * noise_strength
-      elif noise_mode == 'random':
-        scaled_noise = jax.random.normal(self.make_rng('noise'), (n, res, res, 1)) * noise_strength
-      elif noise_mode == 'const':
-        scaled_noise = noise_const.value[None, :, :, None] * noise_strength
+      if unit_noise is not None:
+        scaled_noise = unit_noise * noise_strength
     f = setup_filter(self.resample_filter) if self.up > 1 else None
     x = modulated_conv2d(x.astype(self.dtype), weight, styles, demodulate=True, up=self.up,
                          padding=k // 2, resample_filter=f, fused=self.fused_modconv,
@@ -201,15 +220,13 @@ class SynthesisNetwork(nn.Module):
     """`lod` and `resolution` as the progressive networks take them: ignored / None or R."""
     del lod
     check_full_resolution(self.img_resolution, resolution)
-    check_choice(noise_mode, NOISE_MODES, 'noise_mode')
+    noise = layer_noise(noise_mode, noise, self.num_layers)
     if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
       raise ValueError(f'synthesis expects ws of shape [N, {self.num_ws}, {self.w_dim}], '
                        f'got {ws.shape}')
-    if noise is not None and len(noise) != self.num_layers:
-      raise ValueError(f'noise must hold {self.num_layers} maps (one per layer), got {len(noise)}')
     ws = ws.astype(jnp.float32)
     x = img = None
-    w_idx = layer_idx = 0
+    i = 0  # the block's first conv layer: its index in noise and in ws
     for res in self.block_resolutions:
       block = SynthesisBlock(
           in_channels=0 if res == 4 else channels_at(res // 2, self.channel_base, self.channel_max),
@@ -218,9 +235,7 @@ class SynthesisNetwork(nn.Module):
           architecture=self.architecture, resample_filter=self.resample_filter,
           conv_clamp=self.conv_clamp, use_noise=self.use_noise, fused_modconv=self.fused_modconv,
           dtype=self.dtype, name=f'b{res}')
-      block_ws = ws[:, w_idx:w_idx + block.num_conv + block.num_torgb]
-      block_noise = None if noise is None else noise[layer_idx:layer_idx + block.num_conv]
-      x, img = block(x, img, block_ws, noise_mode, block_noise)
-      w_idx += block.num_conv
-      layer_idx += block.num_conv
+      x, img = block(x, img, ws[:, i:i + block.num_conv + block.num_torgb], noise_mode,
+                     noise[i:i + block.num_conv])
+      i += block.num_conv
     return img
