@@ -494,6 +494,9 @@ def read_network_pickle(path: str | Path) -> Any:
             IndexError, KeyError, struct.error) as e:
       raise ValueError(f'{source} is not a readable StyleGAN2 network pickle '
                        f'({type(e).__name__}: {e})') from None
+    except MemoryError:
+      raise ValueError(f'{source}: reading it ran out of memory; it is not a StyleGAN2 network '
+                       f'pickle this machine can hold') from None
 
 
 def load_official_pickle(path: str | Path) -> dict[str, NetworkWeights]:
