@@ -51,7 +51,8 @@ def build_phase_bench(config: ml_collections.ConfigDict, resolution: int, seed: 
   stage = exp.schedule.at(0)
   train_step = TrainStep(exp.models, exp.step_config(stage), mesh)
   state = jax.jit(lambda: reset_optimizers(
-      init_state(exp.generator, exp.discriminator, exp.g_tx, exp.d_tx, seed), exp.g_tx,
+      init_state(exp.generator, exp.discriminator, exp.g_tx, exp.d_tx, seed, exp.transfer,
+                 None if exp.augment is None else exp.augment.initial_p), exp.g_tx,
       exp.d_tx, stage.g_lr, stage.d_lr), out_shardings=replicated(mesh))()
   rng = np.random.default_rng(seed)
   host = {'image': rng.integers(0, 256, (stage.batch_size, resolution, resolution, 3),

@@ -22,6 +22,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.max_images = ml_collections.FieldReference(None, field_type=int)  # first N only
   config.data.num_threads = 2  # decoding threads
   config.data.prefetch = 2  # host batches read ahead
+  # A bad image (unreadable, wrong size) is skipped with a warning and replaced by the next
+  # good one; strict: save a checkpoint and stop at the first one instead.
+  config.data.strict = False
   config.resolution = ml_collections.FieldReference(None, field_type=int)  # None: from the data
   config.mirror = False  # random x-flips of the reals (TF: per sample, prob 0.5)
   config.cond = False  # train on the dataset's labels (dataset.json)
@@ -90,6 +93,21 @@ def get_config() -> ml_collections.ConfigDict:
   config.growing.lr = 0.001  # learning rate when a resolution is not in `lrs`
   config.growing.lrs = ((128, 0.0015), (256, 0.002), (512, 0.003), (1024, 0.003))
 
+  # ---- Fine-tuning, Freeze-D, ADA (StyleGAN2-ADA; SPEC_TURN2.md §A.6-A.8) -------------------
+  # Start a new run from the G, D and G_ema (w_avg included) of an official pickle (ADA or TF),
+  # a `sg2jax.convert` directory or another run's workdir, with fresh optimizers at step 0 (and,
+  # as ADA, no ema_rampup). The networks' architecture comes from the file: network keys set to
+  # other values than here must agree with it. A restart resumes from the run's own checkpoints.
+  config.resume_from = ''  # '' = fresh networks
+  config.freeze_d = 0  # Freeze-D: D's first N layers, from the highest resolution, not trained
+  config.augment = 'none'  # D's augmentation: none | ada (adaptive p) | fixed (p = augment_p)
+  config.augment_p = 0.0  # the initial p (ada) or the constant p (fixed), in [0, 1]
+  config.augment_pipe = 'bgc'  # ADA --augpipe preset: blit | geom | color | bg | bgc
+  config.ada_target = 0.6  # ada: p moves so that E[sign(D(augmented reals))] approaches this
+  config.ada_interval = 4  # ada: minibatches between adjustments of p
+  # ada: thousands of images for p to change by 1; None: 500, or 100 when fine-tuning
+  config.ada_kimg = ml_collections.FieldReference(None, field_type=float)
+
   # ---- Loop, checkpoints, reports ------------------------------------------------------------
   config.kimg_per_tick = 4.0  # progress line and scalars every tick
   config.snapshot_ticks = 50  # checkpoint (and periodic metrics) every N ticks
@@ -99,5 +117,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.metrics = ()  # metric names run at every snapshot (sg2jax.eval), e.g. ('fid50k_full',)
   config.metrics_inception = ''  # pt_inception-2015-12-05-6726825d.pth (FID, KID, IS)
   config.metrics_vgg16 = ''  # torchvision vgg16-397923af.pth (precision/recall)
+  config.metrics_classifiers = ''  # folder of the 40 celebahq-classifier-*.pkl (ls)
   config.metrics_num_samples = ml_collections.FieldReference(None, field_type=int)  # None: 50k
   return config

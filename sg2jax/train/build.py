@@ -4,6 +4,12 @@
 typed settings (`Hyperparameters`, `LoopSettings`, `MetricSettings`, the data's
 `DatasetSpec`). Loop, step, the metrics hook and the eval CLI use those; nothing else reads a
 config key. `load_run_config` reads a run's saved `config.json` back into a config.
+
+Fine-tuning (`config.resume_from`, SPEC_TURN2.md §A.7): G, D and G_ema come from a file (official
+pickle, `sg2jax.convert` directory or another run's workdir), and so does their architecture;
+the config's network keys must then agree with the file wherever they differ from
+`experiments/base.py`. Freeze-D (`config.freeze_d`, §A.8) and ADA (`config.augment`, §A.6-A.7)
+become optimizer masks and `StepConfig.augment`.
 """
 
 import dataclasses
@@ -15,19 +21,22 @@ from typing import Any, Optional
 import flax.linen as nn
 import ml_collections
 import optax
+from absl import logging
 from jax.sharding import Mesh
 
+from sg2jax.augment import PRESETS, AugmentSpec
+from sg2jax.checkpoint import load_networks
 from sg2jax.data.pipeline import TrainData
 from sg2jax.data.sources import DatasetSpec, image_shape
 from sg2jax.networks import Discriminator, Generator
 from sg2jax.networks.layers import check_resolution
 from sg2jax.networks.progressive import ProgressiveDiscriminator, ProgressiveGenerator
 from sg2jax.networks.stylegan1 import BasicDiscriminator, StyleGenerator
-from sg2jax.networks.weights import network_config
+from sg2jax.networks.weights import NetworkWeights, build_network, network_config
 from sg2jax.sharding import check_batch_size, make_mesh
 from sg2jax.train.optimizers import NAN_POLICIES, make_adam
 from sg2jax.train.schedule import FixedSchedule, GrowingSchedule, Stage
-from sg2jax.train.step import Models, StepConfig, ema_beta
+from sg2jax.train.step import AugmentSettings, Models, StepConfig, ema_beta
 
 CONFIG_FILE = 'config.json'
 
@@ -40,6 +49,8 @@ class Hyperparameters:
     g_reg_interval) and D (I = d_reg_interval), used by the main and regularization steps.
   - G EMA per step: `ema_beta = 0.5^(batch_size / (ema_kimg * 1000))`.
   - Length: `total_nimg = total_kimg * 1000` images (`total_steps` minibatches without growing).
+  - ADA: `ada_kimg` is `config.ada_kimg`, or when that is None 100 when fine-tuning from
+    `resume_from` ("react faster") and 500 otherwise (SPEC_TURN2.md §A.7).
   """
   batch_size: int
   num_devices: int
@@ -54,6 +65,7 @@ class Hyperparameters:
   ema_beta: float
   total_nimg: int
   total_steps: int
+  ada_kimg: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +91,7 @@ class MetricSettings:
   batch_size: int
   mirror: bool
   seed: int
+  classifiers: Optional[str] = None  # folder of the 40 attribute classifiers (ls)
 
 
 @dataclasses.dataclass
@@ -96,10 +109,18 @@ class Experiment:
   step_template: StepConfig  # the phases' settings; the schedule fills in the stage's values
   loop: Optional[LoopSettings] = None
   metrics: Optional[MetricSettings] = None
+  # Fine-tuning: the variables of 'G', 'D' and 'G_ema' read from `resume_from` (a fresh run
+  # starts from them; a resumed one from its checkpoint). None: fresh networks.
+  transfer: Optional[dict[str, dict]] = None
 
   @property
   def models(self) -> Models:
     return Models(self.generator, self.discriminator, self.g_tx, self.d_tx)
+
+  @property
+  def augment(self) -> Optional[AugmentSettings]:
+    """ADA's settings, or None when D sees the images as they are."""
+    return self.step_template.augment
 
   def network_configs(self) -> dict[str, dict]:
     g = network_config(self.generator)
@@ -130,22 +151,47 @@ def derived_hyperparameters(config: ml_collections.ConfigDict,
     c = lazy_regularization_factor(interval)
     adjusted.update({f'{net}_lr': lr * c, f'{net}_beta1': config.adam_beta1 ** c,
                      f'{net}_beta2': config.adam_beta2 ** c})
+  ada_kimg = config.ada_kimg
+  if ada_kimg is None:
+    ada_kimg = 100.0 if config.resume_from else 500.0
   return Hyperparameters(
       batch_size=batch, num_devices=num_devices, batch_per_device=batch // max(num_devices, 1),
       pl_batch_size=batch // config.pl_batch_shrink, ema_beta=float(ema_beta(batch, config.ema_kimg)),
       total_nimg=int(math.ceil(config.total_kimg * 1000)),
-      total_steps=math.ceil(config.total_kimg * 1000 / batch), **adjusted)
+      total_steps=math.ceil(config.total_kimg * 1000 / batch), ada_kimg=float(ada_kimg),
+      **adjusted)
 
 
-def step_template(config: ml_collections.ConfigDict) -> StepConfig:
-  """The phases' settings that do not change during a run (the schedule sets the rest)."""
+def augment_settings(config: ml_collections.ConfigDict,
+                     hyper: Hyperparameters) -> Optional[AugmentSettings]:
+  """ADA's settings from `config.augment` ('none': None; 'fixed': p stays `augment_p`)."""
+  if config.augment == 'none':
+    return None
+  return AugmentSettings(
+      spec=AugmentSpec.from_preset(config.augment_pipe), initial_p=float(config.augment_p),
+      ada_target=float(config.ada_target) if config.augment == 'ada' else None,
+      ada_interval=config.ada_interval, ada_kimg=hyper.ada_kimg)
+
+
+def step_template(config: ml_collections.ConfigDict, hyper: Hyperparameters) -> StepConfig:
+  """The phases' settings that do not change during a run (the schedule sets the rest).
+
+  Fine-tuning (`resume_from`) turns the G_ema ramp-up off, as ADA does (SPEC_TURN2.md §A.7): the
+  ramp-up would overwrite the file's G_ema with the first minibatches' G.
+  """
+  ema_rampup = config.ema_rampup
+  if config.resume_from and ema_rampup is not None:
+    logging.info('fine-tuning from %s: config.ema_rampup %s is not used (as ADA)',
+                 config.resume_from, ema_rampup)
+    ema_rampup = None
   return StepConfig(
       batch_size=config.batch_size, pl_batch_shrink=config.pl_batch_shrink,
       mbstd_shard_size=config.batch_gpu,
       style_mixing_prob=config.style_mixing_prob, r1_gamma=config.r1_gamma,
       pl_weight=config.pl_weight, pl_decay=config.pl_decay,
       g_reg_interval=config.g_reg_interval, d_reg_interval=config.d_reg_interval,
-      ema_kimg=config.ema_kimg, ema_rampup=config.ema_rampup)
+      ema_kimg=config.ema_kimg, ema_rampup=ema_rampup,
+      augment=augment_settings(config, hyper))
 
 
 def make_schedule(config: ml_collections.ConfigDict, resolution: int, progressive: bool,
@@ -198,8 +244,26 @@ def validate(config: ml_collections.ConfigDict) -> None:
       raise ValueError(f'config.{key} must be >= 1, or None to regularize in every main step')
   if config.precision not in ('highest', 'high', 'default'):
     raise ValueError(f'config.precision {config.precision!r} is not highest, high or default')
+  if config.augment not in AUGMENT_MODES:
+    raise ValueError(f'config.augment {config.augment!r} is not one of {", ".join(AUGMENT_MODES)}')
+  if config.augment_pipe not in PRESETS:
+    raise ValueError(f'config.augment_pipe {config.augment_pipe!r} is not one of '
+                     f'{", ".join(PRESETS)} (imgfilter, noise and cutout are not implemented)')
+  for key in ('augment_p', 'ada_target'):
+    if not 0 <= config[key] <= 1:
+      raise ValueError(f'config.{key} {config[key]} is outside [0, 1]')
+  if config.ada_interval < 1:
+    raise ValueError(f'config.ada_interval {config.ada_interval} must be >= 1')
+  if config.ada_kimg is not None and not config.ada_kimg > 0:
+    raise ValueError(f'config.ada_kimg {config.ada_kimg} must be > 0 (or None for the default)')
+  if config.freeze_d < 0:
+    raise ValueError(f'config.freeze_d {config.freeze_d} must be >= 0 (0: freeze nothing)')
+  if config.freeze_d and config.D.type != 'Discriminator':
+    raise ValueError(f'config.freeze_d needs config.D.type Discriminator (ADA\'s layer order), '
+                     f'not {config.D.type}')
 
 
+AUGMENT_MODES = ('none', 'ada', 'fixed')
 G_TYPES = ('Generator', 'StyleGenerator', 'ProgressiveGenerator')
 D_TYPES = ('Discriminator', 'BasicDiscriminator', 'ProgressiveDiscriminator')
 
@@ -240,19 +304,129 @@ def build_networks(config: ml_collections.ConfigDict, resolution: int, channels:
   return generator, discriminator
 
 
+# ---- Fine-tuning from a file (`resume_from`) -------------------------------------------------
+
+TRANSFER_NETWORKS = ('G', 'D', 'G_ema')
+# The config keys that describe the networks' architecture (the rest, dtype and fused_modconv,
+# only say how to compute: they come from the config even when fine-tuning).
+G_ARCHITECTURE_KEYS = ('z_dim', 'w_dim', 'mapping_layers', 'mapping_lr_multiplier', 'w_avg_beta',
+                       'architecture', 'channel_base', 'channel_max', 'conv_clamp')
+D_ARCHITECTURE_KEYS = ('architecture', 'channel_base', 'channel_max', 'conv_clamp',
+                       'mbstd_group_size', 'mbstd_num_channels')
+
+
+def load_transfer(path: str) -> dict[str, NetworkWeights]:
+  """G, D and G_ema of `resume_from` (`sg2jax.checkpoint.load_networks`), all three required."""
+  networks = load_networks(path)
+  missing = [name for name in TRANSFER_NETWORKS if name not in networks]
+  if missing:
+    raise ValueError(f'resume_from {path} has no {" or ".join(missing)}: fine-tuning needs G, D '
+                     f'and G_ema (an ADA or TF training pickle, its sg2jax.convert directory, or '
+                     f'a training workdir)')
+  if networks['G'].config != networks['G_ema'].config:
+    raise ValueError(f'resume_from {path}: G and G_ema have different configs')
+  return networks
+
+
+def transfer_networks(config: ml_collections.ConfigDict, networks: dict[str, NetworkWeights],
+                      resolution: int, channels: int, c_dim: int) -> tuple[nn.Module, nn.Module]:
+  """G and D as `resume_from`'s network configs describe them.
+
+  A config key of the architecture (`G.type`, `G.*` of `G_ARCHITECTURE_KEYS`, `D.*`,
+  `resolution`) that differs from `experiments/base.py` was set on purpose and must equal the
+  file's value; keys left at their defaults are not used. The data's resolution, channels and
+  labels must fit the networks. `G.dtype`, `G.fused_modconv` and `D.dtype` come from the config.
+
+  Raises:
+    ValueError: one line naming every key whose value contradicts the file (both values), or
+      data that does not fit the networks, or progressive-growing networks.
+  """
+  from experiments import base  # the defaults, read here only
+  path = config.resume_from
+  generator = build_network(networks['G'].config)
+  discriminator = build_network(networks['D'].config)
+  if generator.progressive or discriminator.progressive:
+    raise ValueError(f'resume_from {path} holds progressive-growing networks '
+                     f'({type(generator).__name__}); fine-tuning starts from StyleGAN2 networks '
+                     f'(configs E/F)')
+  default = base.get_config()
+  conflicts = []
+
+  def compare(key: str, value, default_value, file_value) -> None:
+    if value != default_value and value != file_value:
+      conflicts.append(f'config.{key}={value!r} but resume_from {path} has {file_value!r}')
+
+  compare('resolution', config.resolution, default.resolution, generator.img_resolution)
+  for name, network, keys in (('G', generator, G_ARCHITECTURE_KEYS),
+                              ('D', discriminator, D_ARCHITECTURE_KEYS)):
+    compare(f'{name}.type', config[name].type, default[name].type, type(network).__name__)
+    for key in keys:
+      compare(f'{name}.{key}', config[name][key], default[name][key], getattr(network, key))
+  if conflicts:
+    raise ValueError('; '.join(conflicts) + ': the networks come from resume_from; drop these '
+                     'keys or choose a file with matching networks')
+  for network in (generator, discriminator):
+    if resolution != network.img_resolution:
+      raise ValueError(f'the data is {resolution}x{resolution} but resume_from {path} has '
+                       f'img_resolution {network.img_resolution}; prepare the data with '
+                       f'`python -m sg2jax.dataset_tool --resolution {network.img_resolution}`')
+    if channels != network.img_channels:
+      raise ValueError(f'the data has {channels} channels but resume_from {path} has '
+                       f'img_channels {network.img_channels}')
+    if c_dim != network.c_dim:
+      raise ValueError(f'the data gives {c_dim} labels (config.cond={bool(config.cond)}) but '
+                       f'resume_from {path} has c_dim {network.c_dim}')
+  return (generator.clone(fused_modconv=config.G.fused_modconv, dtype=config.G.dtype),
+          discriminator.clone(dtype=config.D.dtype))
+
+
+def frozen_d_layers(discriminator: nn.Module, count: int) -> tuple[str, ...]:
+  """The first `count` layers of D in ADA's Freeze-D order (SPEC_TURN2.md §A.8), e.g.
+  `('b32/fromrgb', 'b32/conv0')`.
+
+  Layers are counted from the highest resolution down, in the order each block creates them:
+  `fromrgb` (the first block, or every block with `skip`), `conv0`, `conv1`, then `skip`
+  (`resnet`). The epilogue (`b4`) and the conditioning mapping are never frozen; a `count`
+  beyond the blocks' layers freezes all of them.
+  """
+  layers = []
+  for res in discriminator.block_resolutions:
+    if res == discriminator.img_resolution or discriminator.architecture == 'skip':
+      layers.append(f'b{res}/fromrgb')
+    layers += [f'b{res}/conv0', f'b{res}/conv1']
+    if discriminator.architecture == 'resnet':
+      layers.append(f'b{res}/skip')
+  if count > len(layers):
+    logging.info('config.freeze_d %d: D has %d layers before the epilogue; freezing all of them',
+                 count, len(layers))
+  return tuple(layers[:count])
+
+
 def build_models(config: ml_collections.ConfigDict, resolution: int, channels: int, c_dim: int,
-                 mesh: Mesh) -> Experiment:
+                 mesh: Mesh, transfer: Optional[dict[str, NetworkWeights]] = None) -> Experiment:
   """Networks, optimizers, schedule and the phases' settings, without data: an `Experiment`
-  whose `data`, `loop` and `metrics` are None (benchmarks use it as it is)."""
+  whose `data`, `loop` and `metrics` are None (benchmarks use it as it is). With `transfer`
+  (`load_transfer`), the networks are the file's and the run starts from its variables."""
   validate(config)
   hyper = derived_hyperparameters(config, mesh.devices.size)
-  generator, discriminator = build_networks(config, resolution, channels, c_dim)
+  if transfer is None:
+    generator, discriminator = build_networks(config, resolution, channels, c_dim)
+  else:
+    generator, discriminator = transfer_networks(config, transfer, resolution, channels, c_dim)
   schedule = make_schedule(config, resolution, generator.progressive, hyper)
   check_batches(schedule, mesh, config.pl_batch_shrink)
+  spec = AugmentSpec.from_preset(config.augment_pipe)
+  if config.augment != 'none' and spec.color_enabled(channels) and channels not in (1, 3):
+    raise ValueError(f'config.augment_pipe {config.augment_pipe!r} has colour transforms, which '
+                     f'need 1 or 3 channels; the data has {channels}')
+  frozen = frozen_d_layers(discriminator, config.freeze_d) if config.freeze_d else ()
   g_tx = make_adam(hyper.g_lr, hyper.g_beta1, hyper.g_beta2, config.adam_eps, config.nan_policy)
-  d_tx = make_adam(hyper.d_lr, hyper.d_beta1, hyper.d_beta2, config.adam_eps, config.nan_policy)
+  d_tx = make_adam(hyper.d_lr, hyper.d_beta1, hyper.d_beta2, config.adam_eps, config.nan_policy,
+                   frozen)
+  variables = None if transfer is None else {
+      name: transfer[name].variables for name in TRANSFER_NETWORKS}
   return Experiment(config, mesh, generator, discriminator, g_tx, d_tx, schedule, None, hyper,
-                    step_template(config))
+                    step_template(config, hyper), transfer=variables)
 
 
 def dataset_spec(config: ml_collections.ConfigDict) -> DatasetSpec:
@@ -267,6 +441,7 @@ def dataset_spec(config: ml_collections.ConfigDict) -> DatasetSpec:
 def build(config: ml_collections.ConfigDict, mesh: Optional[Mesh] = None) -> Experiment:
   """Builds the run: checks the config, opens the data, makes networks, optimizers, schedule."""
   mesh = make_mesh() if mesh is None else mesh
+  transfer = load_transfer(config.resume_from) if config.resume_from else None
   spec = dataset_spec(config)
   source = spec.open()
   height, width, channels = image_shape(source)
@@ -276,11 +451,12 @@ def build(config: ml_collections.ConfigDict, mesh: Optional[Mesh] = None) -> Exp
     raise ValueError(f'{source.name(0)} is {width}x{height}, not {resolution}x{resolution}; '
                      f'prepare the data with `python -m sg2jax.dataset_tool --resolution '
                      f'{resolution}`')
-  exp = build_models(config, resolution, channels, source.label_dim, mesh)
+  exp = build_models(config, resolution, channels, source.label_dim, mesh, transfer)
   largest_batch = check_batches(exp.schedule, mesh, config.pl_batch_shrink)
   exp.data = TrainData(source, resolution, channels, largest_batch, seed=config.seed,
                        mirror=spec.mirror, max_images=spec.max_images,
-                       num_threads=config.data.num_threads, prefetch=config.data.prefetch)
+                       num_threads=config.data.num_threads, prefetch=config.data.prefetch,
+                       strict=config.data.strict)
   exp.loop = LoopSettings(
       seed=config.seed, total_nimg=exp.hyper.total_nimg, kimg_per_tick=config.kimg_per_tick,
       snapshot_ticks=config.snapshot_ticks, image_snapshot_ticks=config.image_snapshot_ticks,
@@ -295,7 +471,8 @@ def metric_settings(config: ml_collections.ConfigDict) -> MetricSettings:
   return MetricSettings(
       names=tuple(config.metrics), inception=config.metrics_inception or None,
       vgg16=config.metrics_vgg16 or None, num_samples=config.metrics_num_samples,
-      batch_size=config.batch_size, mirror=bool(config.mirror), seed=config.seed)
+      batch_size=config.batch_size, mirror=bool(config.mirror), seed=config.seed,
+      classifiers=config.metrics_classifiers or None)
 
 
 def load_run_config(path: str | Path) -> ml_collections.ConfigDict:

@@ -1,5 +1,7 @@
-"""The optimizers of G and D: optax Adam with the learning rate in its state, and the policy for
-non-finite gradients as a wrapping `GradientTransformation`."""
+"""The optimizers of G and D: optax Adam with the learning rate in its state, Freeze-D's frozen
+layers, and the policy for non-finite gradients as a wrapping `GradientTransformation`."""
+
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -39,11 +41,39 @@ def nan_to_num_gradients(inner: optax.GradientTransformation) -> optax.GradientT
   return optax.GradientTransformation(inner.init, update)
 
 
-def make_adam(lr: float, beta1: float, beta2: float, eps: float,
-              nan_policy: str = 'skip') -> optax.GradientTransformation:
-  """optax Adam with the learning rate in its state (progressive growing changes it), wrapped in
-  the non-finite-gradient policy `nan_policy` ('skip' or 'nan_to_num')."""
+def freeze(inner: optax.GradientTransformation,
+           frozen: Sequence[str]) -> optax.GradientTransformation:
+  """`inner` for every parameter except the layers in `frozen`, which get zero updates and no
+  optimizer state (ADA's Freeze-D, SPEC_TURN2.md §A.8: there they are buffers, not parameters).
+
+  Gradients still flow through frozen layers to their inputs: only the update is masked.
+
+  Args:
+    inner: the optimizer of the trained parameters.
+    frozen: layer paths such as `'b32/fromrgb'`; every leaf below one of them is frozen.
+
+  Returns:
+    An `optax.multi_transform` of `inner` ('trained') and `optax.set_to_zero` ('frozen').
+  """
+  prefixes = tuple(f'{layer}/' for layer in frozen)
+
+  def label(path, _) -> str:
+    name = '/'.join(str(getattr(k, 'key', k)) for k in path)
+    return 'frozen' if name.startswith(prefixes) else 'trained'
+
+  return optax.multi_transform(
+      {'trained': inner, 'frozen': optax.set_to_zero()},
+      lambda params: jax.tree_util.tree_map_with_path(label, params))
+
+
+def make_adam(lr: float, beta1: float, beta2: float, eps: float, nan_policy: str = 'skip',
+              frozen: Sequence[str] = ()) -> optax.GradientTransformation:
+  """optax Adam with the learning rate in its state (progressive growing changes it), the layers
+  in `frozen` left out (`freeze`; none: the plain Adam state), wrapped in the non-finite-gradient
+  policy `nan_policy` ('skip' or 'nan_to_num')."""
   if nan_policy not in NAN_POLICIES:
     raise ValueError(f'nan_policy {nan_policy!r} is not one of {", ".join(NAN_POLICIES)}')
   adam = optax.inject_hyperparams(optax.adam)(learning_rate=lr, b1=beta1, b2=beta2, eps=eps)
+  if frozen:
+    adam = freeze(adam, frozen)
   return skip_nonfinite(adam) if nan_policy == 'skip' else nan_to_num_gradients(adam)

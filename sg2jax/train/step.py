@@ -9,6 +9,13 @@ uninterrupted one would. With an interval of None the regularizer is added to th
 every minibatch instead (configs A/B). For progressive networks (configs A-D) the working
 resolution is static (one compiled program per resolution) and `lod` a traced scalar, so a
 fade-in does not recompile; every network takes `lod` and `resolution` (fixed ones ignore them).
+
+With ADA (`StepConfig.augment`, SPEC_TURN2.md §A.6-A.7) every D evaluation sees augmented
+images: G main's fakes, D main's fakes and reals, D reg's reals, with independent draws from
+`fold_in(phase key, AUGMENT_STREAM)`; R1 is the gradient w.r.t. the reals before augmentation.
+`p` is in the state (traced); the D phases count the signs of D's real logits, and the `ada`
+phase, after every minibatch, turns them into `r_t` every `ada_interval` minibatches and, with
+an adaptive p, adjusts p.
 """
 
 import dataclasses
@@ -23,13 +30,37 @@ from absl import logging
 from jax.sharding import Mesh
 
 from sg2jax import losses
+from sg2jax.augment import AugmentSpec, augment_images
 from sg2jax.networks.generator import mix_styles, sample_mixing_cutoff
 from sg2jax.ops.pyramid import lower_resolution_copy, process_reals
 from sg2jax.sharding import batch_sharded, replicated
 from sg2jax.train.optimizers import all_finite
-from sg2jax.train.state import GANState
+from sg2jax.train.state import AugmentState, GANState
 
-PHASE_NAMES = ('g_main', 'g_reg', 'd_main', 'd_reg', 'ema')
+PHASE_NAMES = ('g_main', 'g_reg', 'd_main', 'd_reg', 'ema', 'ada')
+AUGMENT_STREAM = 0xADA  # a phase's augmentation key: fold_in(phase key, AUGMENT_STREAM)
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentSettings:
+  """ADA in the phases (SPEC_TURN2.md §A.1, §A.7; made by `train/build.py`).
+
+  Attributes:
+    spec: the transforms (a preset such as 'bgc').
+    initial_p: p at the start of a run (the fixed p when `ada_target` is None).
+    ada_target: the target of `r_t = E[sign(D(augmented real))]`; None keeps p fixed.
+    ada_interval: minibatches between adjustments of p.
+    ada_kimg: thousands of images for p to change by 1.
+  """
+  spec: AugmentSpec
+  initial_p: float
+  ada_target: Optional[float]
+  ada_interval: int
+  ada_kimg: float
+
+  @property
+  def adaptive(self) -> bool:
+    return self.ada_target is not None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +79,7 @@ class StepConfig:
   ema_rampup: Optional[float]
   resolution: Optional[int] = None  # working resolution of progressive networks (None: R)
   level: int = 0  # floor(lod) at that resolution: log2(R / resolution)
+  augment: Optional[AugmentSettings] = None  # None: D sees the images as they are
 
   @property
   def pl_batch_size(self) -> int:
@@ -75,6 +107,12 @@ def ema_beta(batch_size: int, ema_kimg: float, nimg=None, rampup: Optional[float
 def _phase_key(state: GANState, phase: str) -> jax.Array:
   key = jax.random.fold_in(jax.random.wrap_key_data(state.base_key), state.step)
   return jax.random.fold_in(key, PHASE_NAMES.index(phase))
+
+
+def _augment_key(phase_key: jax.Array) -> jax.Array:
+  """The augmentation's key of a phase: a stream of its own, so the phase's other draws stay
+  those of a run without augmentation."""
+  return jax.random.fold_in(phase_key, AUGMENT_STREAM)
 
 
 def real_images(batch: dict, cfg: StepConfig, lod) -> jnp.ndarray:
@@ -128,6 +166,23 @@ def discriminate(models: Models, cfg: StepConfig, d_vars: dict, img, c, lod):
                                     resolution=cfg.resolution)
 
 
+def augment(cfg: StepConfig, state: GANState, key, img):
+  """`img` through ADA's pipeline with the state's p (SPEC_TURN2.md §A.6), differentiable
+  w.r.t. `img`; `img` itself when the run does not augment."""
+  if cfg.augment is None:
+    return img
+  return augment_images(key, img, state.augment.p, cfg.augment.spec)
+
+
+def count_signs(cfg: StepConfig, state: GANState, real_logits) -> GANState:
+  """Adds `sum(sign(real_logits))` and their number to ADA's accumulators."""
+  if cfg.augment is None:
+    return state
+  signs = jnp.sum(jnp.nan_to_num(jnp.sign(real_logits)).astype(jnp.int32))  # NaN counts as 0
+  return state.replace(augment=state.augment.replace(
+      signs=state.augment.signs + signs, count=state.augment.count + real_logits.size))
+
+
 def path_length_terms(models: Models, cfg: StepConfig, g_vars: dict, pl_mean, c, key, lod):
   """(penalty per sample, new pl_mean, new stats, lengths) on a fresh `pl_batch_size` batch."""
   generator = models.generator
@@ -143,9 +198,10 @@ def path_length_terms(models: Models, cfg: StepConfig, g_vars: dict, pl_mean, c,
   return penalty, pl_mean, stats, lengths
 
 
-def r1_term(models: Models, cfg: StepConfig, d_vars: dict, real, c, lod):
-  """(`gamma / 2 * penalty`, penalty) per sample."""
-  penalty, _ = losses.r1_penalty(lambda x: discriminate(models, cfg, d_vars, x, c, lod), real)
+def r1_term(cfg: StepConfig, discriminate_real: Callable, real):
+  """(`gamma / 2 * penalty`, penalty) per sample; `discriminate_real(x)` is D on the reals `x`
+  (through the augmentation with ADA: the gradient is w.r.t. the un-augmented reals)."""
+  penalty, _ = losses.r1_penalty(discriminate_real, real)
   return penalty * (cfg.r1_gamma / 2), penalty
 
 
@@ -155,7 +211,9 @@ def r1_term(models: Models, cfg: StepConfig, d_vars: dict, real, c, lod):
 def g_main(models: Models, cfg: StepConfig, state: GANState, batch: dict, lod):
   """Non-saturating G loss on D's scores of fakes (+ the path-length penalty without lazy
   regularization)."""
-  key_z, key_g, key_pl = jax.random.split(_phase_key(state, 'g_main'), 3)
+  key = _phase_key(state, 'g_main')
+  key_z, key_g, key_pl = jax.random.split(key, 3)
+  key_augment = _augment_key(key)
   c = labels(batch)
   z = jax.random.normal(key_z, (cfg.batch_size, models.generator.z_dim))
   with_pl = cfg.g_reg_interval is None and cfg.pl_weight > 0
@@ -164,7 +222,8 @@ def g_main(models: Models, cfg: StepConfig, state: GANState, batch: dict, lod):
     g_vars = {**state.g, 'params': params}
     ws, stats, key_noise = run_generator(models, cfg, g_vars, z, c, key_g)
     fake = synthesize(models, cfg, g_vars, ws, key_noise, lod)
-    logits = discriminate(models, cfg, state.d, fake, c, lod)
+    logits = discriminate(models, cfg, state.d, augment(cfg, state, key_augment, fake), c,
+                          lod)
     loss = losses.g_nonsaturating_loss(logits).mean()
     aux = {'stats': stats, 'pl_mean': state.pl_mean,
            'metrics': {'Loss/G/loss': loss, 'Loss/scores/fake': logits.mean()}}
@@ -208,7 +267,9 @@ def g_reg(models: Models, cfg: StepConfig, state: GANState, batch: dict, lod):
 
 def d_main(models: Models, cfg: StepConfig, state: GANState, batch: dict, lod):
   """Logistic D loss on reals and fakes (+ R1 without lazy regularization)."""
-  key_z, key_g = jax.random.split(_phase_key(state, 'd_main'))
+  key = _phase_key(state, 'd_main')
+  key_z, key_g = jax.random.split(key)
+  key_augment_fake, key_augment_real = jax.random.split(_augment_key(key))
   c = labels(batch)
   real = real_images(batch, cfg, lod)
   z = jax.random.normal(key_z, (cfg.batch_size, models.generator.z_dim))
@@ -218,39 +279,57 @@ def d_main(models: Models, cfg: StepConfig, state: GANState, batch: dict, lod):
 
   def loss_fn(params):
     d_vars = {**state.d, 'params': params}
-    fake_logits = discriminate(models, cfg, d_vars, fake, c, lod)
-    real_logits = discriminate(models, cfg, d_vars, real, c, lod)
+    discriminate_real = lambda x: discriminate(
+        models, cfg, d_vars, augment(cfg, state, key_augment_real, x), c, lod)
+    fake_logits = discriminate(
+        models, cfg, d_vars, augment(cfg, state, key_augment_fake, fake), c, lod)
+    real_logits = discriminate_real(real)
     loss_real, loss_fake = losses.d_logistic_loss(real_logits, fake_logits)
     loss = loss_fake.mean() + loss_real.mean()
     metrics = {'Loss/D/loss': loss, 'Loss/scores/real': real_logits.mean(),
                'Loss/signs/real': jnp.sign(real_logits).mean()}
     if with_r1:
-      r1_loss, penalty = r1_term(models, cfg, d_vars, real, c, lod)
+      r1_loss, penalty = r1_term(cfg, discriminate_real, real)
       loss = loss + r1_loss.mean()
       metrics['Loss/r1_penalty'] = penalty.mean()
-    return loss, metrics
+    return loss, (metrics, real_logits)
 
-  (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.d['params'])
+  (_, (metrics, real_logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      state.d['params'])
   params, d_opt, finite = _update(models.d_tx, state.d['params'], state.d_opt, grads)
   metrics.update({'Grad/D/norm': optax.tree.norm(grads), 'Grad/D/finite': finite})
-  return state.replace(d={**state.d, 'params': params}, d_opt=d_opt,
-                       g={**state.g, 'stats': stats}), metrics
+  if cfg.augment is not None:
+    metrics['Augment/p'] = state.augment.p
+  new_state = state.replace(d={**state.d, 'params': params}, d_opt=d_opt,
+                            g={**state.g, 'stats': stats})
+  return count_signs(cfg, new_state, real_logits), metrics
 
 
 def d_reg(models: Models, cfg: StepConfig, state: GANState, batch: dict, lod):
-  """Lazy R1: `gamma / 2 * penalty * d_reg_interval` on the reals."""
+  """Lazy R1: `gamma / 2 * penalty * d_reg_interval` on the reals (the gradient w.r.t. the reals
+  before augmentation, SPEC_TURN2.md §A.6)."""
   c = labels(batch)
   real = real_images(batch, cfg, lod)
+  key_augment = _augment_key(_phase_key(state, 'd_reg'))
+
+  def discriminate_real(d_vars, x):
+    return discriminate(models, cfg, d_vars, augment(cfg, state, key_augment, x), c, lod)
 
   def loss_fn(params):
-    r1_loss, penalty = r1_term(models, cfg, {**state.d, 'params': params}, real, c, lod)
+    d_vars = {**state.d, 'params': params}
+    r1_loss, penalty = r1_term(cfg, functools.partial(discriminate_real, d_vars), real)
     return r1_loss.mean() * cfg.d_reg_interval, penalty.mean()
 
   (_, penalty), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.d['params'])
   params, d_opt, finite = _update(models.d_tx, state.d['params'], state.d_opt, grads)
   metrics = {'Loss/r1_penalty': penalty, 'Grad/D_reg/norm': optax.tree.norm(grads),
              'Grad/D_reg/finite': finite}
-  return state.replace(d={**state.d, 'params': params}, d_opt=d_opt), metrics
+  new_state = state.replace(d={**state.d, 'params': params}, d_opt=d_opt)
+  if cfg.augment is not None:
+    # ADA counts the signs of this phase's real logits too (the same forward pass, before the
+    # update; XLA shares it with the one inside the R1 gradient: +4k flops of 2.2G at 32x32).
+    new_state = count_signs(cfg, new_state, discriminate_real(state.d, real))
+  return new_state, metrics
 
 
 def ema(models: Models, cfg: StepConfig, state: GANState, batch: dict, lod):
@@ -264,14 +343,44 @@ def ema(models: Models, cfg: StepConfig, state: GANState, batch: dict, lod):
                        nimg=state.nimg + cfg.batch_size), {'Progress/ema_beta': beta}
 
 
+def ada(models: Models, cfg: StepConfig, state: GANState, batch: dict, lod):
+  """ADA's adjustment of p (SPEC_TURN2.md §A.7), after every minibatch (the step advanced).
+
+  When the step is a multiple of `ada_interval` (the official `batch_idx % ada_interval == 0`
+  after `batch_idx += 1`) and signs were counted:
+  1. `r_t = signs / count`, the mean sign of D's real logits since the last adjustment.
+  2. Adaptive p only: `p <- max(0, p + sign(r_t - ada_target) * batch_size * ada_interval /
+     (ada_kimg * 1000))` (no upper clamp, as officially). A fixed p stays as it is.
+  3. The accumulators restart at 0.
+  Reports `Augment/rt`, the `r_t` of the signs counted so far in the current interval.
+  """
+  del models, batch, lod
+  settings, current = cfg.augment, state.augment
+  rt = current.signs.astype(jnp.float32) / jnp.maximum(current.count, 1).astype(jnp.float32)
+  due = (state.step % settings.ada_interval == 0) & (current.count > 0)
+  p = current.p
+  if settings.adaptive:
+    adjust = jnp.sign(rt - settings.ada_target) * (
+        cfg.batch_size * settings.ada_interval / (settings.ada_kimg * 1000))
+    p = jnp.where(due, jnp.maximum(p + adjust, 0.0), p).astype(jnp.float32)
+  zero = jnp.zeros((), jnp.int32)
+  augment_state = AugmentState(p=p, signs=jnp.where(due, zero, current.signs),
+                               count=jnp.where(due, zero, current.count))
+  return state.replace(augment=augment_state), {'Augment/rt': rt}
+
+
 def phase_table(cfg: StepConfig) -> tuple[tuple[str, Callable, Optional[int]], ...]:
   """`(name, phase, interval)` in the official order; a phase runs at minibatch `step` when
   `step % interval == 0`, never when its interval is None (a regularizer that is off, or folded
-  into its main phase)."""
+  into its main phase). With ADA, `ada` runs last in every minibatch (it acts every
+  `ada_interval` minibatches itself, on the step `ema` advanced)."""
   g_reg_interval = cfg.g_reg_interval if cfg.pl_weight > 0 else None
   d_reg_interval = cfg.d_reg_interval if cfg.r1_gamma > 0 else None
-  return (('g_main', g_main, 1), ('g_reg', g_reg, g_reg_interval), ('d_main', d_main, 1),
-          ('d_reg', d_reg, d_reg_interval), ('ema', ema, 1))
+  table = (('g_main', g_main, 1), ('g_reg', g_reg, g_reg_interval), ('d_main', d_main, 1),
+           ('d_reg', d_reg, d_reg_interval), ('ema', ema, 1))
+  if cfg.augment is not None:
+    table += (('ada', ada, 1),)
+  return table
 
 
 def due(table, step: int) -> list[str]:
