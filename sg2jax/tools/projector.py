@@ -13,6 +13,12 @@ For each target, independently (a batch of targets is one batch of independent p
    one Adam step; renormalize every noise map to zero mean and unit (biased) std.
 4. Result: the final `w` without the added noise, broadcast to `[num_ws, w_dim]`, and the maps.
 
+W+ (`space='w_plus'`, Abdal et al. 2019, "Image2StyleGAN"): one `w` per layer, `[num_ws, w_dim]`,
+each starting at `w_avg`; the same schedule, noise maps, losses and renormalization; the w-noise
+of step 3 is drawn for every layer independently (`N(0, I)` of shape `[num_ws, w_dim]`, the same
+`sigma_i`). The result is the optimized `[num_ws, w_dim]` itself, in the same `projected_w.npz`
+layout. Differs from official: the official projectors optimize W only (SPEC.md §5).
+
 The whole optimization is one jitted `lax.scan` over the steps (or scans over chunks of steps, with
 the state kept on the devices in between, when the caller wants progress reports or video frames).
 The targets are split over the devices of a 1-D mesh.
@@ -51,6 +57,7 @@ LPIPS_MAX_RESOLUTION = 256  # larger images are box-downsampled to this (SPEC.md
 LPIPS_MIN_RESOLUTION = 32  # smaller ones are repeated up to it (sg2jax only, see above)
 W_AVG_SEED = 123  # RandomState seed of the w-statistics latents (official projector)
 NOISE_REG_MIN_SIZE = 8  # the noise pyramid stops at this size
+SPACES = ('w', 'w_plus')  # one w for all layers (the paper's), or one per layer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,7 +160,9 @@ def load_target(path: str | Path, resolution: int, channels: int = 3) -> np.ndar
   """A target image file as uint8 `[resolution, resolution, channels]`.
 
   Like the official `run_projector`: a non-square image is center-cropped to a square, and an
-  image of another size is resized (Lanczos). Either one warns (`UserWarning`).
+  image of another size is resized (Lanczos). Either one warns (`UserWarning`). `channels` is the
+  network's (`generator.img_channels`): colour images become grey for a grey network and grey
+  ones RGB for a colour network; 16-bit grey images are scaled to 8 bits (not clipped).
 
   Raises:
     FileNotFoundError: no such file.
@@ -164,7 +173,11 @@ def load_target(path: str | Path, resolution: int, channels: int = 3) -> np.ndar
     raise FileNotFoundError(f'target image {path} not found')
   try:
     with Image.open(path) as opened:
-      image = opened.convert('RGB' if channels == 3 else 'L')
+      image = opened
+      if opened.mode in ('I', 'I;16', 'I;16B', 'I;16L', 'I;16N'):  # 16-bit grey: scale to 8
+        levels = np.asarray(opened, np.float64) / 257
+        image = Image.fromarray(np.clip(np.round(levels), 0, 255).astype(np.uint8))
+      image = image.convert('RGB' if channels == 3 else 'L')
   except (OSError, ValueError) as e:
     raise ValueError(f'target {path} is not a readable image ({e}); pass a PNG or JPEG '
                      f'file') from None
@@ -210,15 +223,16 @@ def w_statistics(generator: nn.Module, variables: dict, c: Optional[np.ndarray] 
 # The optimization.
 
 class ProjectionState(flax.struct.PyTreeNode):
-  """What the optimization carries: `params` (`w [N, w_dim]`, `noise` maps `[N, H, W]`) and the
-  Adam state. Every leaf except Adam's step count has the targets on its first axis."""
+  """What the optimization carries: `params` (`w [N, w_dim]`, or `[N, num_ws, w_dim]` in W+;
+  `noise` maps `[N, H, W]`) and the Adam state. Every leaf except Adam's step count has the
+  targets on its first axis."""
   params: dict
   opt_state: optax.OptState
 
 
 class StepOutputs(NamedTuple):
   """Per step (stacked over the steps of a scan): values after that step's update."""
-  w: jnp.ndarray           # [steps, N, w_dim]
+  w: jnp.ndarray           # [steps, N, w_dim] (W+: [steps, N, num_ws, w_dim])
   lpips: jnp.ndarray       # [steps, N]: LPIPS of the step's (w-noised) image
   noise_reg: jnp.ndarray   # [steps, N]: noise regularization before the renormalization
 
@@ -228,11 +242,20 @@ def make_optimizer(settings: ProjectionSettings) -> optax.GradientTransformation
   return optax.adam(lambda count: learning_rate(count, settings), b1=0.9, b2=0.999, eps=1e-8)
 
 
+def check_space(space: str) -> None:
+  """Raises ValueError unless `space` is one of `SPACES`."""
+  if space not in SPACES:
+    raise ValueError(f'projection space {space!r} is not one of {", ".join(SPACES)}')
+
+
 def init_projection(generator: nn.Module, settings: ProjectionSettings, w_avg: np.ndarray,
-                    keys_init: jax.Array) -> ProjectionState:
-  """The start: `w = w_avg` and unit-normal noise maps (one key per target, `keys_init [N]`)."""
+                    keys_init: jax.Array, space: str = 'w') -> ProjectionState:
+  """The start: `w = w_avg` (W: `[N, w_dim]`; W+: every layer's, `[N, num_ws, w_dim]`) and
+  unit-normal noise maps (one key per target, `keys_init [N]`)."""
+  check_space(space)
   n = keys_init.shape[0]
-  w = jnp.broadcast_to(jnp.asarray(w_avg, jnp.float32), (n, generator.w_dim))
+  shape = (n, generator.w_dim) if space == 'w' else (n, generator.num_ws, generator.w_dim)
+  w = jnp.broadcast_to(jnp.asarray(w_avg, jnp.float32), shape)
   noise: tuple = ()
   if generator.use_noise:
     resolutions = layer_resolutions(generator.img_resolution)
@@ -248,8 +271,10 @@ def init_projection(generator: nn.Module, settings: ProjectionSettings, w_avg: n
 
 def synthesize_projection(generator: nn.Module, variables: dict, w: jnp.ndarray,
                           noise: Sequence[jnp.ndarray]) -> jnp.ndarray:
-  """Image of `w [N, w_dim]` (broadcast to all layers) with the noise maps `[N, H, W]`."""
-  ws = jnp.broadcast_to(w[:, None], (w.shape[0], generator.num_ws, w.shape[1]))
+  """Image of `w [N, w_dim]` (broadcast to all layers) or of W+ `ws [N, num_ws, w_dim]`, with the
+  noise maps `[N, H, W]`."""
+  ws = w if w.ndim == 3 else jnp.broadcast_to(w[:, None], (w.shape[0], generator.num_ws,
+                                                           w.shape[1]))
   if not noise:
     return generator.apply(variables, ws, noise_mode='none', method='synthesize')
   return generator.apply(variables, ws, noise=[n[..., None] for n in noise], method='synthesize')
@@ -268,7 +293,8 @@ def make_projection_steps(generator: nn.Module, settings: ProjectionSettings, ch
 
   def loss_fn(params, step, variables, lpips_params, target_features, keys_steps, w_std):
     keys = jax.vmap(jax.random.fold_in, (0, None))(keys_steps, step)
-    w_noise = jax.vmap(lambda k: jax.random.normal(k, (generator.w_dim,)))(keys)  # [N, w_dim]
+    shape = params['w'].shape[1:]  # W: [w_dim]; W+: [num_ws, w_dim], every layer its own noise
+    w_noise = jax.vmap(lambda k: jax.random.normal(k, shape))(keys)  # [N, *shape]
     w = params['w'] + w_noise * w_noise_scale(step, w_std, settings)
     images = synthesize_projection(generator, variables, w, params['noise'])
     distance = features_distance(lpips_params, lpips_features(lpips_params, lpips_input(images)),
@@ -302,11 +328,12 @@ def make_projection_steps(generator: nn.Module, settings: ProjectionSettings, ch
 
 class ProjectionResult(NamedTuple):
   """What `project` returns (numpy, one row per target)."""
-  ws: np.ndarray                 # [N, num_ws, w_dim]: the final w broadcast (projected_w.npz)
+  ws: np.ndarray                 # [N, num_ws, w_dim]: the final w broadcast, or W+'s own
+                                 # (projected_w.npz)
   noise: tuple[np.ndarray, ...]  # per layer [N, H, W]: the optimized noise maps
   images: np.ndarray             # [N, R, R, C] float in [-1, 1]: G(ws, noise)
   lpips: np.ndarray              # [N]: LPIPS(images, targets)
-  w_steps: np.ndarray            # [num_steps, N, w_dim]: w after every step
+  w_steps: np.ndarray            # [num_steps, N, w_dim] (W+: [.., num_ws, w_dim]) after each step
   lpips_steps: np.ndarray        # [num_steps, N]
   noise_reg_steps: np.ndarray    # [num_steps, N]
   frames: Optional[np.ndarray]   # [F, N, R, R, C] uint8 after every chunk, if recorded
@@ -328,11 +355,11 @@ class _Programs(NamedTuple):
 
 @functools.lru_cache(maxsize=8)
 def _programs(generator: nn.Module, settings: ProjectionSettings, chunk: int,
-              mesh: Mesh) -> _Programs:
-  """Jitted once per (network, settings, chunk length, mesh): projecting again (another call of
-  `project`, other targets of the same count) reuses the compiled programs."""
+              mesh: Mesh, space: str = 'w') -> _Programs:
+  """Jitted once per (network, settings, chunk length, mesh, space): projecting again (another
+  call of `project`, other targets of the same count) reuses the compiled programs."""
   rows = batch_sharded(mesh)
-  init = lambda w_avg, keys: init_projection(generator, settings, w_avg, keys)
+  init = lambda w_avg, keys: init_projection(generator, settings, w_avg, keys, space)
   abstract = jax.eval_shape(init, jax.ShapeDtypeStruct((generator.w_dim,), jnp.float32),
                             jax.random.split(jax.random.key(0), 1))
   state_sharding = _state_sharding(abstract, mesh)
@@ -353,8 +380,10 @@ def project(generator: nn.Module, variables: dict, targets: np.ndarray, *,
             chunk_steps: Optional[int] = None,
             on_chunk: Optional[Callable[[int, np.ndarray], None]] = None,
             record_frames: bool = False,
-            devices: Optional[Sequence[jax.Device]] = None) -> ProjectionResult:
-  """Projects target images into the generator's W space (SPEC.md §5), all targets as one batch.
+            devices: Optional[Sequence[jax.Device]] = None,
+            space: str = 'w') -> ProjectionResult:
+  """Projects target images into the generator's W (SPEC.md §5) or W+ space, all targets as one
+  batch.
 
   Args:
     generator: a Generator.
@@ -372,18 +401,23 @@ def project(generator: nn.Module, variables: dict, targets: np.ndarray, *,
     record_frames: keep the image after every chunk (`ProjectionResult.frames`).
     devices: the devices to split the targets over (default: this process's). At most N are
       used; the batch is padded with copies of the last target to a multiple of their number.
+    space: 'w' (one w for all layers, the paper's) or 'w_plus' (one w per layer; see the module
+      docstring).
 
   Returns:
     A `ProjectionResult`.
 
   Raises:
-    ValueError: targets of the wrong shape or dtype; labels missing for a conditional network.
+    ValueError: targets of the wrong shape or dtype; labels missing for a conditional network;
+      an unknown space.
   """
+  check_space(space)
   targets = np.asarray(targets)
   r, channels = generator.img_resolution, generator.img_channels
   if targets.ndim != 4 or targets.shape[1:] != (r, r, channels) or targets.dtype != np.uint8:
     raise ValueError(f'targets must be uint8 [N, {r}, {r}, {channels}] for this network, got '
-                     f'{targets.dtype} {targets.shape}; load them with load_target')
+                     f'{targets.dtype} {targets.shape}; load each with load_target(path, {r}, '
+                     f'channels={channels})')
   if channels not in (1, 3):
     raise ValueError(f'projection compares RGB or grey images with LPIPS; this network draws '
                      f'{channels} channels')
@@ -405,7 +439,7 @@ def project(generator: nn.Module, variables: dict, targets: np.ndarray, *,
   batch = math.ceil(num_targets / len(devices)) * len(devices)
   padded = np.concatenate([targets, np.repeat(targets[-1:], batch - num_targets, axis=0)])
   rows = batch_sharded(mesh)
-  programs = _programs(generator, settings, chunk, mesh)
+  programs = _programs(generator, settings, chunk, mesh, space)
 
   w_avg, w_std = w_statistics(generator, variables, None if labels is None else labels[0],
                               settings.w_avg_samples)
@@ -440,7 +474,7 @@ def project(generator: nn.Module, variables: dict, targets: np.ndarray, *,
   final_lpips = programs.distance(lpips_params, images, target_features)
   w = np.asarray(state.params['w'])[:num_targets]
   return ProjectionResult(
-      ws=np.repeat(w[:, None], generator.num_ws, axis=1),
+      ws=w if space == 'w_plus' else np.repeat(w[:, None], generator.num_ws, axis=1),
       noise=tuple(np.asarray(n)[:num_targets] for n in state.params['noise']),
       images=np.asarray(images)[:num_targets],
       lpips=np.asarray(final_lpips)[:num_targets],
