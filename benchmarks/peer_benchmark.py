@@ -40,7 +40,6 @@ import sys
 import time
 
 import jax
-import numpy as np
 
 PHASES = ('g_main', 'g_reg', 'd_main', 'd_reg', 'ema')
 PEER_FILES = ('train.py', 'training/training_loop.py', 'training/networks.py',

@@ -10,14 +10,27 @@ An exported network checkpoint is an orbax directory with two items:
 - `variables`: `{name: {'params': ..., 'stats': ..., 'buffers': ...}}` arrays.
 Names are `G`, `D` and `G_ema`. Orbax writes into a temporary directory and renames it when
 complete, so an interrupted save never leaves a half-written checkpoint under the final name.
+
+A checkpoint damaged afterwards (a data file missing or truncated, metadata missing) does not
+block a run: `TrainCheckpoints.restore_newest` reports it in one line, moves it aside as
+`checkpoints/<step>.damaged-<time>` (never deleting it) and restores the previous one. A workdir
+is trained by one run at a time: `WorkdirLock` holds an exclusive `flock` on `workdir/.lock`.
 """
 
+import datetime
+import fcntl
+import json
+import os
+import socket
+import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
+from jax.experimental import multihost_utils
 
 from sg2jax.formats.official import load_official_pickle
 from sg2jax.networks.weights import (NetworkWeights, abstract_variables, build_network,
@@ -26,6 +39,15 @@ from sg2jax.networks.weights import (NetworkWeights, abstract_variables, build_n
 NETWORK_ITEMS = ('networks', 'variables')
 TRAIN_ITEMS = ('state', 'meta')
 CHECKPOINT_DIR = 'checkpoints'
+LOCK_FILE = '.lock'
+DAMAGED = 'damaged'  # `checkpoints/<step>.damaged-<time>`: a checkpoint that did not restore
+
+
+def _all_processes_agree(ok: bool) -> bool:
+  """True if `ok` on every process (the local value with one process)."""
+  if jax.process_count() == 1:
+    return ok
+  return bool(np.all(multihost_utils.process_allgather(np.asarray(ok))))
 
 
 class TrainCheckpoints:
@@ -46,6 +68,93 @@ class TrainCheckpoints:
 
   def latest_step(self) -> Optional[int]:
     return self.manager.latest_step()
+
+  def all_steps(self) -> list[int]:
+    """The finished checkpoints' steps, oldest first."""
+    return sorted(self.manager.all_steps())
+
+  def move_aside(self, step: int) -> Path:
+    """Renames checkpoint `step` to `<step>.damaged-<time>` in the same folder (never deletes
+    it), so the run resumes from the previous one and can save `step` again; returns the new
+    path (process 0's name). Only process 0 renames; every process then forgets the step."""
+    source = self.directory / str(step)
+    stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
+    target = self.directory / f'{step}.{DAMAGED}-{stamp}'
+    if jax.process_index() == 0:
+      suffix = 0
+      while target.exists():
+        suffix += 1
+        target = self.directory / f'{step}.{DAMAGED}-{stamp}-{suffix}'
+      source.rename(target)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f'sg2jax: checkpoint {step} moved aside')
+    self.manager.reload()
+    return target
+
+  def restore_newest(self, read_state: Optional[Callable[[int, dict], Any]] = None,
+                     check_meta: Optional[Callable[[dict], None]] = None,
+                     move_damaged: bool = True) -> Optional[tuple[int, dict, Any]]:
+    """The newest checkpoint that restores: `(step, meta, state)`, or None without checkpoints.
+
+    A checkpoint whose files do not read (a data file missing or truncated, metadata missing or
+    unreadable) is reported in one warning line and, with `move_damaged`, moved aside
+    (`move_aside`); the previous one is tried next. A checkpoint whose files read but whose
+    state `read_state` cannot take (e.g. another structure) is not damage: that error
+    propagates, as does any error of `check_meta(meta)` (e.g. a run of other networks).
+
+    Args:
+      read_state: `(step, meta) -> state` (e.g. `lambda step, meta: self.restore(step,
+        abstract_state)`); None for the raw state (nested dicts of arrays, what tools need).
+      check_meta: called with each checkpoint's meta before its state is read.
+      move_damaged: rename damaged checkpoints (training); tools only skip them.
+
+    Raises:
+      ValueError: there are checkpoints but none restores (each was reported, and moved aside).
+    """
+    read_state = read_state or (lambda step, meta: self.restore_raw_state(step))
+    damaged = []
+    for step in reversed(self.all_steps()):
+      try:
+        meta, error = self.restore_meta(step), None
+      except Exception as e:  # orbax / json / tensorstore: the files do not read
+        meta, error = None, e
+      if _all_processes_agree(error is None):
+        if check_meta is not None:
+          check_meta(meta)
+        try:
+          state, error = read_state(step, meta), None
+        except Exception as e:
+          state, error = None, e
+          if self._raw_state_reads(step):
+            raise  # the files are intact: the state does not fit what `read_state` expects
+        if _all_processes_agree(error is None):
+          return step, meta, state
+      message = (' '.join(f'{type(error).__name__}: {error}'.split())[:300] if error
+                 else 'unreadable on another process')
+      if move_damaged:
+        moved = self.move_aside(step)
+        damaged.append(str(moved))
+        logging.warning('checkpoint %s is damaged (%s); moved it aside to %s and trying the '
+                        'previous one', self.directory / str(step), message, moved.name)
+      else:
+        damaged.append(str(self.directory / str(step)))
+        logging.warning('checkpoint %s is damaged (%s); using the previous one',
+                        self.directory / str(step), message)
+    if damaged:
+      where = 'moved aside to' if move_damaged else 'damaged:'
+      raise ValueError(f'no checkpoint in {self.directory} restores ({where} '
+                       f'{", ".join(damaged)}); ' + (
+                           'run again to start this run over from step 0, or use a new --workdir'
+                           if move_damaged else 'resume the training to repair the workdir'))
+    return None
+
+  def _raw_state_reads(self, step: int) -> bool:
+    """Whether the state of `step` reads without a target (its files are intact)."""
+    try:
+      self.restore_raw_state(step)
+      return True
+    except Exception:
+      return False
 
   def save(self, step: int, state, meta: dict) -> None:
     self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
@@ -75,13 +184,17 @@ def is_training_workdir(path: str | Path) -> bool:
 
 def load_training_networks(workdir: str | Path, step: Optional[int] = None
                            ) -> dict[str, NetworkWeights]:
-  """G, D and G_ema of a training run (latest checkpoint, or `step`)."""
+  """G, D and G_ema of a training run: its newest checkpoint that restores (a damaged one is
+  reported and skipped, not moved: only training repairs a workdir), or `step`."""
   checkpoints = TrainCheckpoints(workdir, asynchronous=False)
-  step = checkpoints.latest_step() if step is None else step
   if step is None:
-    raise ValueError(f'{workdir} has no finished checkpoint yet')
-  meta = checkpoints.restore_meta(step)
-  raw = checkpoints.restore_raw_state(step)
+    newest = checkpoints.restore_newest(move_damaged=False)
+    if newest is None:
+      raise ValueError(f'{workdir} has no finished checkpoint yet')
+    step, meta, raw = newest
+  else:
+    meta = checkpoints.restore_meta(step)
+    raw = checkpoints.restore_raw_state(step)
   checkpoints.close()
   out = {}
   for name, key in (('G', 'g'), ('D', 'd'), ('G_ema', 'g_ema')):
@@ -91,6 +204,63 @@ def load_training_networks(workdir: str | Path, step: Optional[int] = None
     check_variables(network, variables, f'{workdir} step {step} [{name}]')
     out[name] = NetworkWeights(config, variables)
   return out
+
+
+class WorkdirInUseError(ValueError):
+  """Another process holds the workdir's lock."""
+
+
+class WorkdirLock:
+  """An exclusive lock on a training workdir, held while a run trains it.
+
+  `fcntl.flock` on `workdir/.lock`: the operating system releases it when the process exits,
+  however it exits (even `kill -9`), so a crashed run never leaves the workdir locked. The file
+  says who holds it (pid, host, start time) for the error a second run gets. flock is reliable
+  on local file systems; on network file systems it depends on the server (NFS v4 supports it).
+  """
+
+  def __init__(self, workdir: str | Path):
+    self.workdir = Path(workdir)
+    self.path = self.workdir / LOCK_FILE
+    self._file = None
+
+  def acquire(self) -> 'WorkdirLock':
+    """Takes the lock, or raises WorkdirInUseError naming the process that holds it."""
+    self.workdir.mkdir(parents=True, exist_ok=True)
+    file = open(self.path, 'a+')
+    try:
+      fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # BlockingIOError: held by another open file description
+      file.seek(0)
+      holder = file.read().strip()
+      file.close()
+      try:
+        info = json.loads(holder)
+        who = f'pid {info["pid"]} on {info["host"]}, started {info["started"]}'
+      except (ValueError, KeyError, TypeError):
+        who = 'a process that has not yet written its name'
+      raise WorkdirInUseError(f'{self.workdir} is being trained by another process ({who}); '
+                              f'wait for it to finish or stop it, or use another --workdir'
+                              ) from None
+    file.seek(0)
+    file.truncate()
+    file.write(json.dumps({'pid': os.getpid(), 'host': socket.gethostname(),
+                           'started': time.strftime('%Y-%m-%d %H:%M:%S %Z')}) + '\n')
+    file.flush()
+    self._file = file
+    return self
+
+  def release(self) -> None:
+    if self._file is not None:
+      fcntl.flock(self._file, fcntl.LOCK_UN)
+      self._file.close()
+      self._file = None
+
+  def __enter__(self) -> 'WorkdirLock':
+    return self.acquire()
+
+  def __exit__(self, *exc) -> None:
+    self.release()
 
 
 def _checkpointer() -> ocp.Checkpointer:

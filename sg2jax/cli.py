@@ -1,14 +1,22 @@
-"""What every command-line entry point does first (the only place jax.config is touched)."""
+"""What every command-line entry point does first (the only place jax.config is touched), and
+how every command reports bad input: one line, no traceback (`--debug` shows the traceback)."""
 
+import logging
 import os
 import sys
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import jax
+from absl import logging as absl_logging
 
-# Errors that mean "bad input": printed as one line, without a traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError)
+from sg2jax.formats.torch_pickle import UnsafePickleError
+
+# Errors that mean "bad input": printed as one line, without a traceback (unless --debug).
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
+               IsADirectoryError, PermissionError, UnsafePickleError)
+DEBUG_FLAG = '--debug'
+DEBUG_HELP = 'show the full traceback of an error instead of one line'
 
 # XLA flags with which sg2jax's programs run fastest on XLA:CPU (jaxlib 0.10.2; README "Training
 # speed"): convolutions go to XLA's Eigen kernels instead of YNNPACK, which ran stride-2
@@ -73,12 +81,71 @@ def configure_jax(precision: str = 'highest', compile_cache: Optional[str] = 'au
     jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
 
 
-def run(main: Callable[[], int]) -> None:
-  """Runs a command's `main`, turning bad-input errors into a one-line message and exit code 1."""
+def error_line(error: BaseException) -> str:
+  """`error: <message>` on one line (a message's own line breaks become spaces)."""
+  text = ' '.join(line.strip() for line in str(error).splitlines() if line.strip())
+  return f'error: {text or type(error).__name__}'
+
+
+def run(main: Callable[[], Optional[int]], argv: Optional[Sequence[str]] = None) -> None:
+  """Runs a command's `main` and exits with its status, turning bad input (`USER_ERRORS`) and
+  running out of memory into a one-line message and exit status 1.
+
+  With `--debug` among the arguments (`argv`, default `sys.argv[1:]`; each command's parser
+  accepts the flag through `add_debug_flag`), errors propagate with their traceback.
+  """
+  debug = DEBUG_FLAG in (sys.argv[1:] if argv is None else argv)
   try:
-    sys.exit(main())
+    status = main()
   except USER_ERRORS as e:
-    sys.exit(f'error: {e}')
+    if debug:
+      raise
+    sys.exit(error_line(e))
+  except MemoryError as e:
+    if debug:
+      raise
+    sys.exit(f'error: out of memory ({str(e) or "MemoryError"}); use smaller inputs or batches, '
+             f'or a machine with more memory ({DEBUG_FLAG} shows where)')
+  sys.exit(status)
+
+
+def quiet_library_logs() -> Callable[[logging.LogRecord], bool]:
+  """Keeps absl's log (where training reports) to sg2jax's own lines.
+
+  Other libraries' INFO lines are dropped (orbax logs every stage of every checkpoint save, jax
+  its backend probing, clu each scalar already in sg2jax's tick line); warnings and errors from
+  anyone stay. TensorFlow's C++ INFO lines (TensorFlow comes with clu's TensorBoard writer) are
+  turned off through `TF_CPP_MIN_LOG_LEVEL=1` unless the variable is set; this must run before
+  TensorFlow is imported. Returns the filter added to absl's handler.
+  """
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
+  package = str(Path(__file__).parent) + os.sep
+
+  def keep(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING or record.pathname.startswith(package)
+
+  absl_logging.get_absl_handler().addFilter(keep)
+  return keep
+
+
+def add_debug_flag(parser) -> None:
+  """Adds `--debug` (read by `run`) to an argparse parser, so `--help` lists it."""
+  parser.add_argument(DEBUG_FLAG, action='store_true', help=DEBUG_HELP)
+
+
+def output_dir(path: str | Path, flag: str = '--outdir') -> Path:
+  """Creates the output folder `path` (and its parents) and returns it.
+
+  Raises:
+    ValueError: `path`, or a folder above it, is an existing file (one line naming it).
+  """
+  path = Path(path)
+  for part in (path, *path.parents):
+    if part.exists() and not part.is_dir():
+      what = f'{flag} {path}' if part == path else f'{part} (above {flag} {path})'
+      raise ValueError(f'{what} is a file, not a folder; pass a folder path for {flag}')
+  path.mkdir(parents=True, exist_ok=True)
+  return path
 
 
 def initialize_distributed(coordinator_address: Optional[str] = None,

@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 from typing import Optional, Sequence
 
-from sg2jax.cli import run
+from sg2jax.cli import add_debug_flag, run
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -27,6 +27,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
   p.add_argument('--max-images', type=int, default=None)
   p.add_argument('--skip-bad', action='store_true',
                  help='skip unreadable or wrongly sized images with a warning')
+  add_debug_flag(p)
   return p.parse_args(argv)
 
 

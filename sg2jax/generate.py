@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 from typing import Optional, Sequence
 
-from sg2jax.cli import configure_jax, run
+from sg2jax.cli import add_debug_flag, configure_jax, output_dir, run
 
 DEFAULT_TRUNC_SWEEP = '1,0.7,0.5,0,-0.5,-1'
 
@@ -62,6 +62,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
   p.add_argument('--video-format', choices=VIDEO_FORMATS, default='mp4',
                  help='video of --interpolate (default mp4)')
   p.add_argument('--fps', type=float, default=30, help='video frames per second (default 30)')
+  add_debug_flag(p)
   return p.parse_args(argv)
 
 
@@ -80,7 +81,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                      '--projected-w')
   name, net = select_generator(load_networks(args.network), args.network)
   generator = with_modconv(build_network(net.config), args.modconv)
-  args.outdir.mkdir(parents=True, exist_ok=True)
+  output_dir(args.outdir)
   trunc = dict(truncation_psi=args.truncation_psi, truncation_cutoff=args.truncation_cutoff)
 
   if args.style_mix is not None:

@@ -22,10 +22,25 @@ def to_uint8(images) -> np.ndarray:
   return np.clip(x, 0, 255).astype(np.uint8)
 
 
+def grid_columns(count: int) -> int:
+  """Columns of a grid of `count` images: the divisor of `count` nearest above its square root
+  (so no cell stays empty: 32 -> 8 x 4, 12 -> 4 x 3, 3 -> 3 x 1) when that is at most twice the
+  square's side, else the square's side (7 -> 3 x 3 with two empty cells, not a 7 x 1 strip)."""
+  side = math.ceil(math.sqrt(count))
+  for columns in range(side, 2 * side + 1):
+    if count % columns == 0:
+      return columns
+  return side
+
+
 def make_grid(images: np.ndarray, columns: Optional[int] = None) -> np.ndarray:
-  """Tiles `[N, H, W, C]` images row by row into one `[rows*H, columns*W, C]` image (black pad)."""
+  """Tiles `[N, H, W, C]` images row by row into one `[rows*H, columns*W, C]` image.
+
+  `columns` defaults to `grid_columns(N)` (no empty cells where N allows it); cells left over
+  in the last row are black.
+  """
   n, h, w, c = images.shape
-  columns = columns or math.ceil(math.sqrt(n))
+  columns = columns or grid_columns(n)
   rows = math.ceil(n / columns)
   grid = np.zeros((rows * columns, h, w, c), images.dtype)
   grid[:n] = images

@@ -1,24 +1,39 @@
 """Train StyleGAN2: `python -m sg2jax.main --config experiments/lsun_car.py --workdir DIR`.
 
-Starting on a workdir that has checkpoints resumes from the latest one. Config values are
-overridden with `--config.KEY=VALUE` (e.g. `--config.data.path=cars.zip --config.total_kimg=500`);
-an unknown key is an error. Multi-host: pass `--distributed` on TPU pods / SLURM (auto-detected),
-or `--coordinator_address`, `--num_processes` and `--process_id`.
+Starting on a workdir that has checkpoints resumes from the newest one that restores (a damaged
+one is moved aside). `--workdir DIR` alone resumes with the run's own config (DIR/config.json);
+`--config DIR/config.json` takes a saved config with overrides. `--config` names a file relative
+to the current directory or, failing that, to the installed `experiments` package (`--config
+demo.py` or `--config experiments/demo.py` from any directory). Config values are overridden with
+`--config.KEY=VALUE` (e.g. `--config.data.path=cars.zip --config.total_kimg=500`); an unknown key
+is an error. SIGTERM (e.g. preemption) or Ctrl-C saves a checkpoint and exits with status 143
+(130): run the same command to resume. A second run on a busy workdir is refused. Errors are one
+line; `--debug` shows the traceback. Multi-host: pass `--distributed` on TPU pods / SLURM
+(auto-detected), or `--coordinator_address`, `--num_processes` and `--process_id`.
 This file is intentionally short: the library is `sg2jax.train`.
 """
 
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'experiment config file',
-                                          lock_config=True)
+from sg2jax.cli import DEBUG_HELP, run
+
 _WORKDIR = flags.DEFINE_string('workdir', None, 'directory for checkpoints, logs and samples')
 _DISTRIBUTED = flags.DEFINE_bool('distributed', False,
                                  'call jax.distributed.initialize() (auto-detected clusters)')
 _COORDINATOR = flags.DEFINE_string('coordinator_address', None, 'host:port of process 0')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'number of processes')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'index of this process')
-flags.mark_flags_as_required(['config', 'workdir'])
+_DEBUG = flags.DEFINE_bool('debug', False, DEBUG_HELP)
+flags.mark_flags_as_required(['workdir'])
+CONFIG_HELP = ('experiment config: FILE.py[:ARG] (relative to the current directory or the '
+               'experiments package) or a run\'s config.json; default: WORKDIR/config.json')
 
 
 def metric_hooks(config, workdir) -> list:
@@ -30,24 +45,106 @@ def metric_hooks(config, workdir) -> list:
     return []
   from sg2jax.metrics.evaluate import make_training_hook
   return [make_training_hook(settings.names, workdir=workdir, inception_path=settings.inception,
-                             vgg16_path=settings.vgg16, num_samples=settings.num_samples)]
+                             vgg16_path=settings.vgg16, classifiers_path=settings.classifiers,
+                             num_samples=settings.num_samples)]
+
+
+def find_config(name: str) -> Path:
+  """The file `--config NAME` means: NAME relative to the current directory (or absolute), else
+  relative to the installed `experiments` package (`demo.py`, `experiments/demo.py`).
+
+  Raises:
+    FileNotFoundError: none exists (one line listing where it looked).
+  """
+  import experiments
+  package = Path(experiments.__file__).parent
+  path = Path(name).expanduser()
+  candidates = [path]
+  if not path.is_absolute():
+    candidates.append(package / path)
+    if len(path.parts) > 1 and path.parts[0] == package.name:
+      candidates.append(package.joinpath(*path.parts[1:]))
+  for candidate in candidates:
+    if candidate.is_file():
+      return candidate
+  looked = ', '.join(dict.fromkeys(str(c.absolute()) for c in candidates))
+  raise FileNotFoundError(f'--config {name} not found; looked for {looked}')
+
+
+def load_config(spec: Optional[str], workdir: Optional[str]) -> ml_collections.ConfigDict:
+  """The run's config from `--config` (`spec`: `FILE.py[:ARG]`, whose `get_config(ARG)` makes
+  it, or a saved `config.json`), or without `--config` the workdir's own `config.json`."""
+  from sg2jax.train.build import CONFIG_FILE, load_run_config
+  if spec is None:
+    if workdir and (Path(workdir) / CONFIG_FILE).is_file():
+      return load_run_config(workdir)
+    where = f'{workdir} has no {CONFIG_FILE} to resume with' if workdir else 'nor --workdir'
+    raise ValueError(f'pass --config: an experiments file (e.g. --config demo.py) or a run\'s '
+                     f'{CONFIG_FILE} ({where})')
+  name, _, arg = spec.partition(':')
+  path = find_config(name)
+  if path.suffix == '.json':
+    if arg:
+      raise ValueError(f'--config {spec}: a saved {CONFIG_FILE} takes no :ARGUMENT; change keys '
+                       f'with --config.KEY=VALUE')
+    return load_run_config(path)
+  module_spec = importlib.util.spec_from_file_location(f'sg2jax_config_{path.stem}', path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  if not callable(getattr(module, 'get_config', None)):
+    raise ValueError(f'--config {path} has no get_config(): not an experiments file')
+  return module.get_config(arg) if arg else module.get_config()
+
+
+def _take_flag(argv: Sequence[str], name: str) -> tuple[Optional[str], list[str]]:
+  """(the last value of `--NAME VALUE` / `--NAME=VALUE` in argv or None, argv without them)."""
+  value, rest, i = None, [], 0
+  while i < len(argv):
+    arg = argv[i]
+    if arg == '--':
+      rest.extend(argv[i:])
+      break
+    if arg in (f'--{name}', f'-{name}'):
+      if i + 1 == len(argv):
+        raise ValueError(f'--{name} needs a value')
+      value, i = argv[i + 1], i + 2
+      continue
+    if arg.startswith((f'--{name}=', f'-{name}=')):
+      value, i = arg.split('=', 1)[1], i + 1
+      continue
+    rest.append(arg)
+    i += 1
+  return value, rest
 
 
 def main(argv):
   del argv
+  config = flags.FLAGS.config
   from sg2jax.cli import configure_jax, initialize_distributed
-  configure_jax(_CONFIG.value.precision, _CONFIG.value.compile_cache)
+  configure_jax(config.precision, config.compile_cache)
   if _DISTRIBUTED.value or _COORDINATOR.value:
     initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  from sg2jax.train.loop import train_and_evaluate
-  train_and_evaluate(_CONFIG.value, _WORKDIR.value,
-                     hooks=metric_hooks(_CONFIG.value, _WORKDIR.value))
+  from sg2jax.train.loop import Interrupted, train_and_evaluate
+  try:
+    train_and_evaluate(config, _WORKDIR.value, hooks=metric_hooks(config, _WORKDIR.value))
+  except Interrupted as stop:
+    print(f'sg2jax.main: {stop}', file=sys.stderr, flush=True)
+    return stop.exit_code
+  return 0
 
 
 def parse_flags(argv):
-  """absl flag parsing, with a bad `--config.KEY=VALUE` reported in one line."""
+  """absl flag parsing, with the config loaded by `load_config` (`--config` or the workdir's),
+  and a bad `--config.KEY=VALUE` reported in one line."""
+  spec, rest = _take_flag(argv, 'config')
+  workdir, _ = _take_flag(rest, 'workdir')
+  if spec is None and workdir is None and any(a.startswith(('--help', '-h', '-?')) for a in rest):
+    return flags.FLAGS(rest)  # help without a config
+  config = load_config(spec, workdir)
   try:
-    return flags.FLAGS(argv)
+    config_flags.DEFINE_config_dict('config', config, CONFIG_HELP, lock_config=True,
+                                    sys_argv=rest)
+    return flags.FLAGS(rest)
   except flags.Error as e:
     raise SystemExit(f'error: {e}') from None
   except (AttributeError, KeyError, TypeError, ValueError) as e:  # from config overrides
@@ -56,8 +153,6 @@ def parse_flags(argv):
 
 
 if __name__ == '__main__':
-  from sg2jax.cli import USER_ERRORS
-  try:
-    app.run(main, flags_parser=parse_flags)
-  except USER_ERRORS as e:
-    raise SystemExit(f'error: {e}') from None
+  from sg2jax.cli import quiet_library_logs
+  quiet_library_logs()  # before TensorFlow (clu's writer) is imported
+  run(lambda: app.run(main, flags_parser=parse_flags))

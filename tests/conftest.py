@@ -16,14 +16,15 @@ import types
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                            ' --xla_force_host_platform_device_count=4'
                            ' --xla_backend_optimization_level=0').strip()
-from sg2jax.cli import add_xla_flags  # noqa: E402  (imports jax; its backend starts later)
-
-add_xla_flags()
 if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
   _cache = tempfile.mkdtemp(prefix='sg2jax-test-jit-')
   atexit.register(shutil.rmtree, _cache, ignore_errors=True)
   os.environ['JAX_COMPILATION_CACHE_DIR'] = _cache
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
+# jax reads the JAX_* variables when it is imported: set them first.
+from sg2jax.cli import add_xla_flags  # noqa: E402  (imports jax; its backend starts later)
+
+add_xla_flags()
 
 import jax  # noqa: E402  (after XLA_FLAGS on purpose)
 
@@ -103,9 +104,32 @@ def fake_persistence(monkeypatch):
   return Persistent
 
 
+_IMAGES_BEFORE = pytest.StashKey[int]()
+
+
+def pytest_runtest_setup(item):
+  import pixels
+  item.stash[_IMAGES_BEFORE] = len(pixels.RECORDS)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+  """Image comparisons a test made (tests/pixels.py) travel with its report (also from xdist
+  workers) as the user property `image_comparison`."""
+  import pixels
+  outcome = yield
+  if call.when == 'call':
+    before = item.stash.get(_IMAGES_BEFORE, len(pixels.RECORDS))
+    outcome.get_result().user_properties.extend(
+        ('image_comparison', r) for r in pixels.RECORDS[before:])
+
+
 def pytest_terminal_summary(terminalreporter):
   """The worst difference between images that two programs computed (tests/pixels.py)."""
   from pixels import summary
-  line = summary()
+  records = [tuple(value) for reports in terminalreporter.stats.values() for report in reports
+             for name, value in getattr(report, 'user_properties', ())
+             if name == 'image_comparison']
+  line = summary(records)
   if line:
     terminalreporter.write_line(line)

@@ -27,11 +27,11 @@ def assert_same_image(actual: np.ndarray, expected: np.ndarray, what: str) -> No
       f'{what}: {differing} of {diff.size} values differ')
 
 
-def summary() -> str:
-  """One line on the worst image difference seen, or '' when no image was compared."""
-  if not RECORDS:
+def summary(records) -> str:
+  """One line on the worst image difference among `records`, or '' when there are none."""
+  if not records:
     return ''
-  what, worst, differing, total = max(RECORDS, key=lambda r: (r[1], r[2]))
-  compared = sum(r[3] for r in RECORDS)
-  return (f'images compared across programs: {len(RECORDS)} ({compared} values); worst '
+  what, worst, differing, total = max(records, key=lambda r: (r[1], r[2]))
+  compared = sum(r[3] for r in records)
+  return (f'images compared across programs: {len(records)} ({compared} values); worst '
           f'difference {worst} grey level(s), in {differing} of {total} values ({what})')

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sg2jax.data.pipeline import TrainData
+from sg2jax.data.pipeline import BadImageError, TrainData
 from sg2jax.data.prepare import convert_dataset, make_transform
 from sg2jax.data.sources import (FolderSource, LmdbSource, ShapesSource, ZipSource, open_source)
 
@@ -70,8 +70,8 @@ def test_wrongly_sized_image_is_named(tmp_path):
   write_images(tmp_path, 1, size=(8, 6), start=7)
   with pytest.raises(ValueError, match=r'img007.png is 6x8, not 8x8; pass --transform'):
     convert_dataset(tmp_path, tmp_path / 'out', 8)
-  data = TrainData(FolderSource(tmp_path), 8, 3, global_batch_size=3, seed=0)
-  with pytest.raises(ValueError, match=r'img007.png is 6x8 with 3 channel\(s\), expected 8x8'):
+  data = TrainData(FolderSource(tmp_path), 8, 3, global_batch_size=3, seed=0, strict=True)
+  with pytest.raises(BadImageError, match=r'img007.png is 6x8 with 3 channel\(s\), expected 8x8'):
     data.next_batch(4)
 
 

@@ -2,7 +2,6 @@
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 
 from goldens import assert_matches_golden, golden_network, load, nchw, nhwc

@@ -28,6 +28,22 @@ def outputs_text(notebook: nbformat.NotebookNode) -> str:
                    for out in cell.get('outputs', []))
 
 
+@pytest.mark.parametrize('name', ['official_pickle.ipynb', 'train_generate_project.ipynb'])
+def test_notebooks_follow_the_colab_conventions(name):
+  """big_vision's conventions: every code cell has a `# @title`, and the first code cell prints the
+  jax version, platform and devices. TPU wording of 2025: Colab's TPU runtime is one v5e chip (the
+  v2-8 is retired); several chips are Kaggle's v5e-8 or a Cloud TPU VM."""
+  notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
+  code = [cell.source for cell in notebook.cells if cell.cell_type == 'code']
+  assert all(source.startswith('# @title ') for source in code), [s.split('\n')[0] for s in code]
+  assert all(term in code[0] for term in ('jax.__version__', 'jax.default_backend()',
+                                          'jax.devices()'))
+  text = '\n'.join(cell.source for cell in notebook.cells)
+  assert '8 TPU cores' not in text and 'TPU v5e' in text
+  if name == 'train_generate_project.ipynb':
+    assert 'v5e-8' in text and 'Cloud TPU VM' in text
+
+
 def test_official_pickle_notebook_reproduces_the_official_images(tmp_path, monkeypatch):
   """With the tiny ADA snapshot and the images the official code made for it (G_ema, const
   noise, on the golden z); the notebook asserts at most one grey level of difference."""
@@ -37,6 +53,7 @@ def test_official_pickle_notebook_reproduces_the_official_images(tmp_path, monke
   monkeypatch.setenv('SG2JAX_REFERENCE_KEY', 'img_G_ema_const')
   text = outputs_text(execute('official_pickle.ipynb', tmp_path))
   assert 'G_ema on cpu: 32x32, skip, 73,059 parameters' in text
+  assert re.search(r'jax \d+\.\d+\.\d+ on cpu: 4 device\(s\)', text), text  # the first cell
   match = re.search(r'(\d+) images: max difference (\d+) grey levels, ([\d.]+)% of the values equal',
                     text)
   assert match, text

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import growing_experiment
-from sg2jax.checkpoint import TrainCheckpoints, load_networks
+from sg2jax.checkpoint import load_networks
 from sg2jax.train.build import build
 from sg2jax.train.loop import count_steps
 from test_train import state_leaves

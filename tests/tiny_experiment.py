@@ -25,3 +25,23 @@ def get_config():
   config.g_reg_interval = 2
   config.d_reg_interval = 4
   return config
+
+
+BATCH = 8
+
+
+def tiny(**overrides):
+  """The config with `overrides` (`'G.channel_max': 8` style dotted keys)."""
+  config = get_config()
+  for key, value in overrides.items():
+    node = config
+    *parents, leaf = key.split('.')
+    for parent in parents:
+      node = node[parent]
+    node[leaf] = value
+  return config
+
+
+def kimg(steps: int) -> float:
+  """`total_kimg` of a run of `steps` minibatches."""
+  return steps * BATCH / 1000

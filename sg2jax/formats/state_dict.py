@@ -67,7 +67,8 @@ def read_state_dict(path: str | Path, what: str, where_to_get: str) -> dict[str,
   Raises:
     FileNotFoundError: no such file (the message says where to get it).
     UnsafePickleError: the pickle names a global outside the allow-list.
-    ValueError: the file is not a readable torch state_dict.
+    ValueError: the file is not a readable torch state_dict (also when it claims more data than
+      it holds: `torch_pickle.AllocationError`, refused before allocating).
   """
   path = Path(path)
   if not path.is_file():
@@ -80,6 +81,9 @@ def read_state_dict(path: str | Path, what: str, where_to_get: str) -> dict[str,
           KeyError, struct.error, OSError) as e:
     raise ValueError(f'{path.name} is not a readable torch.save file of {what} '
                      f'({type(e).__name__}: {e})') from None
+  except MemoryError:
+    raise ValueError(f'{path.name}: reading it as {what} ran out of memory; it is not the '
+                     f'expected file ({where_to_get})') from None
   if not isinstance(state_dict, Mapping) or not all(
       isinstance(k, str) and isinstance(v, np.ndarray) for k, v in state_dict.items()):
     raise ValueError(f'{path.name} does not hold a state_dict (names -> tensors) of {what}; got '

@@ -6,7 +6,6 @@ from typing import Optional, Sequence
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from sg2jax.networks.synthesis import check_choice, NOISE_MODES
