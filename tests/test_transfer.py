@@ -11,6 +11,7 @@ import pytest
 
 import tiny_experiment
 from experiments import base
+from experiments import finetune as finetune_config
 from sg2jax.checkpoint import TrainCheckpoints, load_networks
 from sg2jax.networks import Discriminator
 from sg2jax.networks.weights import flatten_variables
@@ -93,6 +94,23 @@ def test_a_new_run_starts_from_another_runs_workdir(tmp_path):
   assert build(tiny()).hyper.ada_kimg == 500
   state = train_and_evaluate(config, tmp_path / 'new')
   assert_starts_from(state, load_networks(tmp_path / 'source'), exp)
+
+
+def test_finetune_config_needs_a_file_and_takes_the_networks_from_it():
+  """experiments/finetune.py: without resume_from, one clear error; with ADA's snapshot its
+  network keys (all defaults) agree with the file, ADA is on with ada_kimg 100, no EMA ramp-up."""
+  config = finetune_config.get_config('cfg=paper512')
+  with pytest.raises(ValueError, match='--config.resume_from=PATH'):
+    build(config)
+  set_keys(config, **{'resume_from': str(ADA_PKL), 'data.source': 'shapes',
+                      'data.num_images': 64, 'resolution': 32, 'batch_size': BATCH,
+                      'batch_gpu': 4})
+  exp = build(config)
+  assert exp.hyper.ada_kimg == 100 and exp.augment is not None
+  assert exp.step_template.ema_rampup is None and exp.step_template.r1_gamma == 0.5
+  networks = load_networks(ADA_PKL)
+  assert exp.generator.channel_base == networks['G'].config['channel_base']
+  assert exp.discriminator.mbstd_group_size == networks['D'].config['mbstd_group_size']
 
 
 def image_folder(path: Path, size: int, mode: str) -> Path:

@@ -441,6 +441,9 @@ def dataset_spec(config: ml_collections.ConfigDict) -> DatasetSpec:
 def build(config: ml_collections.ConfigDict, mesh: Optional[Mesh] = None) -> Experiment:
   """Builds the run: checks the config, opens the data, makes networks, optimizers, schedule."""
   mesh = make_mesh() if mesh is None else mesh
+  if config.resume_from is None:  # experiments/finetune.py: a fine-tuning config needs a file
+    raise ValueError('this config fine-tunes a network: give it with --config.resume_from=PATH '
+                     '(an official .pkl, a sg2jax.convert directory or a training workdir)')
   transfer = load_transfer(config.resume_from) if config.resume_from else None
   spec = dataset_spec(config)
   source = spec.open()
