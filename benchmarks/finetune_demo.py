@@ -1,4 +1,4 @@
-"""The shapes demo fine-tuned on 200 images, with ADA and without: issue 13's small-data check.
+"""The shapes demo fine-tuned on 50 images, with ADA and without: issue 13's small-data check.
 
   python benchmarks/finetune_demo.py --out runs/finetune-demo [--source /tmp/sg2jax-demo]
 
@@ -6,13 +6,13 @@
    into OUT/source unless `--source` names a finished demo workdir.
 2. Fine-tuning runs from it (`--config.resume_from`) on new shapes images (seed 1: the same
    drawing code, images the source never saw), for `--kimg` each, identical except
-   `--config.augment` and the dataset's size: 200 images with `none` and with `ada` (target
+   `--config.augment` and the dataset's size: 50 images with `none` and with `ada` (target
    0.6, ada_kimg 100 as when fine-tuning), and 50,000 images with `ada` (fewer images than the
    run shows D, so D cannot overfit them and p should stay near 0).
 3. `fd_vgg2k` (sg2jax.metrics.fd_vgg: Frechet distance of VGG16 features, not the paper's FID,
    which needs Inception weights that cannot be downloaded here) of each G_ema, and of the
    source, against 2048 held-out shapes (seed 2), so it measures how well a network draws the
-   distribution, not how well it recalls its 200 training images. The floor: the held-out
+   distribution, not how well it recalls its few training images. The floor: the held-out
    images against another 2048 (seed 3) through the same metric.
 
 Every command is the one a user types (`python -m sg2jax.main`, `python -m sg2jax.eval`), run as
@@ -68,7 +68,8 @@ def main():
   p.add_argument('--out', type=Path, required=True)
   p.add_argument('--source', type=Path, help='a finished experiments/demo.py workdir')
   p.add_argument('--kimg', type=float, default=20.0, help='length of each fine-tuning run')
-  p.add_argument('--num-images', type=int, default=200)
+  p.add_argument('--num-images', type=int, default=50,
+                 help='the small dataset (at 200, D did not overfit enough in 20 kimg for p to move)')
   args = p.parse_args()
   args.out.mkdir(parents=True, exist_ok=True)
 
