@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import tiny_experiment
+from tiny_experiment import BATCH, kimg, set_keys, tiny
 from experiments import base
 from experiments import finetune as finetune_config
 from sg2jax.checkpoint import TrainCheckpoints, load_networks
@@ -25,19 +25,6 @@ DATA = Path(__file__).parent / 'data'
 ADA_PKL = DATA / 'ada_snapshot_tiny.pkl'  # 32x32 RGB, G skip / D resnet, conv_clamp 256
 TF_PKL = DATA / 'tf_snapshot_tiny.pkl'  # 32x32 RGB, G skip / D resnet
 CONVERTED = DATA / 'old_format' / 'converted'  # `sg2jax.convert` of ADA_PKL (sg2jax 0.1.0)
-BATCH = 8
-
-
-def set_keys(config, **overrides):
-  for key, value in overrides.items():
-    node = config
-    *parents, leaf = key.split('.')
-    for parent in parents:
-      node = node[parent]
-    node[leaf] = value
-  return config
-
-
 def finetune(resume_from, **overrides):
   """A tiny run on 32x32 generated shapes from `resume_from`, every network key at its
   `experiments/base.py` default (so the networks come from the file)."""
@@ -47,14 +34,6 @@ def finetune(resume_from, **overrides):
       'resolution': 32, 'batch_size': BATCH, 'batch_gpu': 4, 'total_kimg': 0.0,
       'kimg_per_tick': 0.016, 'snapshot_ticks': 1, 'image_snapshot_ticks': 1, 'grid_size': 4,
       'g_reg_interval': 2, 'd_reg_interval': 4, 'precision': 'default', **overrides})
-
-
-def tiny(**overrides):
-  return set_keys(tiny_experiment.get_config(), **overrides)
-
-
-def kimg(steps: int) -> float:
-  return steps * BATCH / 1000
 
 
 def assert_starts_from(state, networks, exp):

@@ -30,9 +30,8 @@ def get_config():
 BATCH = 8
 
 
-def tiny(**overrides):
-  """The config with `overrides` (`'G.channel_max': 8` style dotted keys)."""
-  config = get_config()
+def set_keys(config, **overrides):
+  """`config` with `overrides` set (`'G.channel_max': 8` style dotted keys)."""
   for key, value in overrides.items():
     node = config
     *parents, leaf = key.split('.')
@@ -40,6 +39,11 @@ def tiny(**overrides):
       node = node[parent]
     node[leaf] = value
   return config
+
+
+def tiny(**overrides):
+  """The config with `overrides` (`'G.channel_max': 8` style dotted keys)."""
+  return set_keys(get_config(), **overrides)
 
 
 def kimg(steps: int) -> float:
