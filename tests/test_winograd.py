@@ -1,0 +1,98 @@
+"""Winograd's F(2x2, 3x3) (`sg2jax/ops/winograd.py`) against XLA's direct convolution: values,
+weight gradients, and, through `conv2d` where it applies, first and second derivatives."""
+
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from sg2jax.ops.conv2d import WINOGRAD_MIN_CHANNELS, WINOGRAD_MIN_PIXELS, conv2d, winograd_applies
+from sg2jax.ops.winograd import correlate3x3, weight_gradient3x3
+
+from test_conv2d import compiled_convolutions, relative_error, second_order, xla_conv2d
+
+# (padding, input height, input width): 'same' on even and odd sizes (odd outputs get a zero
+# row), 'valid', asymmetric, a padding past the kernel's reach, a 1-pixel output.
+CASES = [(((1, 1), (1, 1)), 8, 8), (((1, 1), (1, 1)), 7, 5), (((0, 0), (0, 0)), 9, 6),
+         (((2, 0), (0, 1)), 6, 7), (((2, 2), (2, 2)), 4, 4), (((0, 0), (0, 0)), 3, 3)]
+
+
+@pytest.mark.parametrize('padding,h,w', CASES)
+def test_correlation_and_weight_gradient_equal_the_direct_ones(padding, h, w):
+  rng = np.random.default_rng(h * 10 + w)
+  x = jnp.asarray(rng.normal(size=(2, h, w, 5)), jnp.float32)
+  k = jnp.asarray(rng.normal(size=(3, 3, 5, 6)), jnp.float32)
+  y = jax.jit(correlate3x3, static_argnums=2)(x, k, padding)
+  want = xla_conv2d(x, k, 1, padding)
+  assert y.shape == want.shape
+  assert relative_error(y, want) < 2e-6
+  dy = jnp.asarray(rng.normal(size=y.shape), jnp.float32)
+  dw = jax.jit(weight_gradient3x3, static_argnums=2)(x, dy, padding)
+  dw_want = jax.grad(lambda k: jnp.sum(xla_conv2d(x, k, 1, padding) * dy))(k)
+  assert dw.shape == dw_want.shape
+  assert relative_error(dw, dw_want) < 2e-6
+
+
+def test_winograd_applies_to_3x3_stride_1_with_enough_channels_and_pixels_on_cpu_only():
+  c, side = WINOGRAD_MIN_CHANNELS, int(np.ceil(np.sqrt(WINOGRAD_MIN_PIXELS)))
+  out = (4, side, side, c)
+  assert winograd_applies((3, 3, c, c), 1, out, 'cpu')
+  assert winograd_applies((3, 3, c, 2 * c), 1, (1, side, 2 * side, 2 * c), 'cpu')
+  assert not winograd_applies((3, 3, c, c), 1, out, 'gpu')
+  assert not winograd_applies((3, 3, c, c), 1, out, 'tpu')
+  assert not winograd_applies((3, 3, c, c), 2, out, 'cpu')
+  assert not winograd_applies((1, 1, c, c), 1, out, 'cpu')
+  assert not winograd_applies((3, 3, c - 1, c), 1, out, 'cpu')
+  assert not winograd_applies((3, 3, c, c - 1), 1, out, 'cpu')
+  assert not winograd_applies((3, 3, c, c), 1, (4, side - 1, side - 1, c), 'cpu')
+
+
+@pytest.mark.skipif(jax.default_backend() != 'cpu', reason='Winograd is the CPU path')
+def test_conv2d_takes_winograd_and_its_derivatives_of_both_orders_equal_xla(monkeypatch):
+  """Where it applies, every convolution of a second-order gradient (R1 / path length) is
+  computed by Winograd, and values and derivatives equal XLA's own. (Thresholds lowered so that
+  a small case takes the path; `winograd_applies` reads them when a function is traced.)"""
+  module = sys.modules['sg2jax.ops.conv2d']  # (the package exports the function conv2d)
+  monkeypatch.setattr(module, 'WINOGRAD_MIN_CHANNELS', 8)
+  monkeypatch.setattr(module, 'WINOGRAD_MIN_PIXELS', 16)
+  rng = np.random.default_rng(3)
+  x = jnp.asarray(rng.normal(size=(2, 6, 5, 8)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(3, 3, 8, 12)) / np.sqrt(72), jnp.float32)
+  padding = ((1, 1), (1, 1))
+  ours = lambda x, w: conv2d(x, w, 1, padding)
+  xla = lambda x, w: xla_conv2d(x, w, 1, padding)
+  cot = jnp.asarray(rng.normal(size=(2, 6, 5, 12)), jnp.float32)
+  assert relative_error(jax.jit(ours)(x, w), xla(x, w)) < 2e-6
+  twice = jax.jit(lambda x, w: second_order(ours, x, w, cot))
+  assert compiled_convolutions(twice, x, w) == []  # nothing left for XLA's convolution
+  for got, want in zip(twice(x, w), second_order(xla, x, w, cot)):
+    assert relative_error(got, want) < 2e-5
+  # Per-sample kernels under vmap (the fused modulated convolution).
+  ws = jnp.stack([w, -0.5 * w])
+  vmapped = lambda conv: jax.grad(lambda x, ws: jnp.sum(jnp.tanh(jax.vmap(
+      lambda x, w: conv(x[None], w))(x, ws))), (0, 1))
+  for got, want in zip(jax.jit(vmapped(ours))(x, ws), vmapped(xla)(x, ws)):
+    assert relative_error(got, want) < 2e-6
+  monkeypatch.setattr(module, 'WINOGRAD_MIN_PIXELS', 31)  # the 6x5 output: direct
+  assert compiled_convolutions(lambda x, w: conv2d(x, w, 1, padding), x, w)  # a new trace
+
+
+def test_float_rounding_matches_the_direct_convolution_in_float64_terms():
+  """Against a float64 reference, Winograd's error stays within a small multiple of the direct
+  float32 convolution's (the transforms add and halve, no large constants)."""
+  rng = np.random.default_rng(4)
+  x = rng.normal(size=(2, 16, 16, 64))
+  w = rng.normal(size=(3, 3, 64, 64)) / np.sqrt(9 * 64)
+  padding = ((1, 1), (1, 1))
+  exact = np.zeros((2, 16, 16, 64))
+  xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  for a in range(3):
+    for b in range(3):
+      exact += np.einsum('nhwi,io->nhwo', xp[:, a:a + 16, b:b + 16], w[a, b])
+  x32, w32 = jnp.asarray(x, jnp.float32), jnp.asarray(w, jnp.float32)
+  err_direct = np.abs(np.asarray(xla_conv2d(x32, w32, 1, padding), np.float64) - exact).max()
+  err_winograd = np.abs(np.asarray(correlate3x3(x32, w32, padding), np.float64) - exact).max()
+  assert err_winograd < 4 * max(err_direct, 1e-7)
