@@ -7,7 +7,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax import lax
 
 from sg2jax.ops.conv2d import WINOGRAD_MIN_CHANNELS, WINOGRAD_MIN_PIXELS, conv2d, winograd_applies
 from sg2jax.ops.winograd import correlate3x3, weight_gradient3x3
