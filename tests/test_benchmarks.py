@@ -1,4 +1,5 @@
-"""The accelerator benchmark runs end to end at tiny size on the CPU (its JSON lines)."""
+"""The accelerator and Winograd benchmarks run end to end at tiny size on the CPU (their JSON
+lines)."""
 
 import json
 import subprocess
@@ -29,3 +30,17 @@ def test_accelerator_benchmark_runs_at_tiny_size():
   assert minibatch['images_per_s'] > 0 and minibatch['tflops'] > 0
   assert minibatch['mfu'] is None  # no peak known for a CPU
   assert set(minibatch['generate_images_per_s']) == {'fused', 'unfused'}
+
+
+def test_winograd_benchmark_times_layers_at_tiny_size():
+  out = subprocess.run([sys.executable, str(BENCHMARKS / 'winograd_benchmark.py'), '--layers',
+                        '--channels', '4', '256', '--sizes', '32', '--batch', '1',
+                        '--repeats', '1'], capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith('{')]
+  assert [(row['channels'], row['size']) for row in rows] == [(4, 32), (256, 32)]
+  assert [row['winograd_applies'] for row in rows] == [False, True]
+  for row in rows:
+    for name in ('forward', 'weight_gradient'):
+      assert row[f'{name}_direct_s'] > 0 and row[f'{name}_winograd_s'] > 0
+      assert row[f'{name}_ratio'] > 0

@@ -1,0 +1,136 @@
+"""Winograd F(2x2, 3x3) against the direct convolution on this machine: single layers and whole
+training phases. What `sg2jax/ops/conv2d.py`'s thresholds (WINOGRAD_MIN_CHANNELS,
+WINOGRAD_MIN_PIXELS) were chosen from.
+
+  python benchmarks/winograd_benchmark.py --layers            # 3x3 'same' layers, batch 8
+  python benchmarks/winograd_benchmark.py --phases d_main,g_main,d_reg,g_reg --resolution 64
+
+Layers: for each channel count (in = out) and size, the forward correlation and the weight
+gradient, timed with `sg2jax/ops/winograd.py` and with XLA's convolution (the forward
+`lax.conv_general_dilated`, the weight gradient the batch-contracted convolution conv2d.py
+uses otherwise), alternately, min of --repeats; JSON line with both times, the ratio and
+whether `winograd_applies` picks Winograd there. Phases: config F built twice by
+benchmarks/training_setup.py, once with the thresholds out of reach (every convolution direct),
+once as shipped; the phases are compiled for both, then timed alternately; JSON line per phase
+with medians, ratio and XLA's GFLOP of both programs.
+"""
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+
+def timed(fn, *args) -> float:
+  import jax
+  t = time.perf_counter()
+  jax.block_until_ready(fn(*args))
+  return time.perf_counter() - t
+
+
+def layers(args, conv2d_module) -> None:
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from jax import lax
+
+  from sg2jax.ops import winograd
+  padding = ((1, 1), (1, 1))
+  direct_fwd = jax.jit(lambda x, w: lax.conv_general_dilated(
+      x, w, (1, 1), padding, dimension_numbers=('NHWC', 'HWIO', 'NHWC')))
+  direct_dw = jax.jit(lambda x, dy: lax.conv_general_dilated(
+      jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))), dy, (1, 1), 'VALID',
+      dimension_numbers=('CHWN', 'IHWO', 'HWNC')))
+  wino_fwd = jax.jit(lambda x, w: winograd.correlate3x3(x, w, padding))
+  wino_dw = jax.jit(lambda x, dy: winograd.weight_gradient3x3(x, dy, padding))
+  rng = np.random.default_rng(0)
+  for c in args.channels:
+    for size in args.sizes:
+      n = args.batch
+      x = jnp.asarray(rng.normal(size=(n, size, size, c)), jnp.float32)
+      w = jnp.asarray(rng.normal(size=(3, 3, c, c)) / np.sqrt(9 * c), jnp.float32)
+      dy = jnp.asarray(rng.normal(size=(n, size, size, c)), jnp.float32)
+      row = {'what': 'layer', 'batch': n, 'channels': c, 'size': size,
+             'winograd_applies': conv2d_module.winograd_applies((3, 3, c, c), 1, dy.shape, 'cpu')}
+      for name, direct, wino, operands in (('forward', direct_fwd, wino_fwd, (x, w)),
+                                           ('weight_gradient', direct_dw, wino_dw, (x, dy))):
+        times = {'direct': [], 'winograd': []}
+        timed(direct, *operands), timed(wino, *operands)  # compile
+        for i in range(args.repeats):
+          order = ('direct', 'winograd') if i % 2 == 0 else ('winograd', 'direct')
+          for side in order:
+            times[side].append(timed(direct if side == 'direct' else wino, *operands))
+        best = {side: min(t) for side, t in times.items()}
+        row[f'{name}_direct_s'] = round(best['direct'], 5)
+        row[f'{name}_winograd_s'] = round(best['winograd'], 5)
+        row[f'{name}_ratio'] = round(best['winograd'] / best['direct'], 3)
+      print(json.dumps(row), flush=True)
+
+
+def phases(args, conv2d_module) -> None:
+  sys.path.insert(0, __file__.rsplit('/', 1)[0])
+  from training_setup import build_phase_bench
+
+  from experiments import config_f
+  config = config_f.get_config()
+  config.batch_size, config.batch_gpu = args.batch, args.batch
+  names = args.phases.split(',')
+  shipped = (conv2d_module.WINOGRAD_MIN_CHANNELS, conv2d_module.WINOGRAD_MIN_PIXELS)
+  benches = {}
+  for side, thresholds in (('direct', (1 << 30, 1 << 30)), ('winograd', shipped)):
+    # winograd_applies reads the thresholds when a phase is traced, i.e. compiled here.
+    conv2d_module.WINOGRAD_MIN_CHANNELS, conv2d_module.WINOGRAD_MIN_PIXELS = thresholds
+    bench = build_phase_bench(config, args.resolution)
+    for name in names:
+      bench.compile(name)
+      bench.run(name)
+    benches[side] = bench
+  conv2d_module.WINOGRAD_MIN_CHANNELS, conv2d_module.WINOGRAD_MIN_PIXELS = shipped
+  for name in names:
+    times = {side: [] for side in benches}
+    for i in range(args.repeats):
+      for side in (list(benches) if i % 2 == 0 else list(benches)[::-1]):
+        t = time.perf_counter()
+        benches[side].run(name)
+        times[side].append(time.perf_counter() - t)
+    median = {side: statistics.median(t) for side, t in times.items()}
+    print(json.dumps({'what': 'phase', 'phase': name, 'resolution': args.resolution,
+                      'batch': args.batch, 'direct_median_s': round(median['direct'], 3),
+                      'winograd_median_s': round(median['winograd'], 3),
+                      'ratio': round(median['winograd'] / median['direct'], 3),
+                      'gflop_direct': round(benches['direct'].flops(name) / 1e9, 1),
+                      'gflop_winograd': round(benches['winograd'].flops(name) / 1e9, 1)}),
+          flush=True)
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument('--layers', action='store_true', help='time single 3x3 layers')
+  p.add_argument('--channels', type=int, nargs='+', default=[64, 128, 256, 512])
+  p.add_argument('--sizes', type=int, nargs='+', default=[8, 16, 32, 64])
+  p.add_argument('--phases', default=None, help='comma-separated training phases to time')
+  p.add_argument('--resolution', type=int, default=64)
+  p.add_argument('--batch', type=int, default=8)
+  p.add_argument('--repeats', type=int, default=3)
+  args = p.parse_args()
+  if not (args.layers or args.phases):
+    p.error('choose --layers and/or --phases')
+
+  from sg2jax.cli import configure_jax
+  configure_jax('highest', 'none')
+  import importlib
+  import jax
+  if jax.default_backend() != 'cpu':
+    raise SystemExit('error: Winograd is sg2jax\'s CPU path; run this on a CPU backend '
+                     '(JAX_PLATFORMS=cpu)')
+  conv2d_module = importlib.import_module('sg2jax.ops.conv2d')  # the package exports conv2d()
+  if args.layers:
+    layers(args, conv2d_module)
+  if args.phases:
+    phases(args, conv2d_module)
+
+
+if __name__ == '__main__':
+  main()
