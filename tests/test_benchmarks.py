@@ -34,7 +34,7 @@ def test_accelerator_benchmark_runs_at_tiny_size():
 
 def test_winograd_benchmark_times_layers_at_tiny_size():
   out = subprocess.run([sys.executable, str(BENCHMARKS / 'winograd_benchmark.py'), '--layers',
-                        '--channels', '4', '256', '--sizes', '32', '--batch', '1',
+                        '--channels', '4', '256', '--sizes', '32', '--batch', '8',
                         '--repeats', '1'], capture_output=True, text=True, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
   rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith('{')]

@@ -36,17 +36,19 @@ def test_correlation_and_weight_gradient_equal_the_direct_ones(padding, h, w):
 
 
 def test_winograd_applies_to_3x3_stride_1_with_enough_channels_and_pixels_on_cpu_only():
-  c, side = WINOGRAD_MIN_CHANNELS, int(np.ceil(np.sqrt(WINOGRAD_MIN_PIXELS)))
-  out = (4, side, side, c)
+  c, pixels = WINOGRAD_MIN_CHANNELS, WINOGRAD_MIN_PIXELS
+  side = int(np.ceil(np.sqrt(pixels / 4)))
+  out = (4, side, side, c)  # the pixels of the whole batch count
   assert winograd_applies((3, 3, c, c), 1, out, 'cpu')
-  assert winograd_applies((3, 3, c, 2 * c), 1, (1, side, 2 * side, 2 * c), 'cpu')
+  assert winograd_applies((3, 3, c, 2 * c), 1, (1, 2 * side, 2 * side, 2 * c), 'cpu')
+  assert not winograd_applies((3, 3, c, c), 1, (1, side, side, c), 'cpu')
   assert not winograd_applies((3, 3, c, c), 1, out, 'gpu')
   assert not winograd_applies((3, 3, c, c), 1, out, 'tpu')
   assert not winograd_applies((3, 3, c, c), 2, out, 'cpu')
   assert not winograd_applies((1, 1, c, c), 1, out, 'cpu')
   assert not winograd_applies((3, 3, c - 1, c), 1, out, 'cpu')
   assert not winograd_applies((3, 3, c, c - 1), 1, out, 'cpu')
-  assert not winograd_applies((3, 3, c, c), 1, (4, side - 1, side - 1, c), 'cpu')
+  assert not winograd_applies((3, 3, c, c), 1, (pixels // 64 - 1, 8, 8, c), 'cpu')
 
 
 @pytest.mark.skipif(jax.default_backend() != 'cpu', reason='Winograd is the CPU path')
@@ -56,7 +58,7 @@ def test_conv2d_takes_winograd_and_its_derivatives_of_both_orders_equal_xla(monk
   a small case takes the path; `winograd_applies` reads them when a function is traced.)"""
   module = sys.modules['sg2jax.ops.conv2d']  # (the package exports the function conv2d)
   monkeypatch.setattr(module, 'WINOGRAD_MIN_CHANNELS', 8)
-  monkeypatch.setattr(module, 'WINOGRAD_MIN_PIXELS', 16)
+  monkeypatch.setattr(module, 'WINOGRAD_MIN_PIXELS', 30)  # 1 x 6x5 (under vmap) and up
   rng = np.random.default_rng(3)
   x = jnp.asarray(rng.normal(size=(2, 6, 5, 8)), jnp.float32)
   w = jnp.asarray(rng.normal(size=(3, 3, 8, 12)) / np.sqrt(72), jnp.float32)
@@ -73,9 +75,10 @@ def test_conv2d_takes_winograd_and_its_derivatives_of_both_orders_equal_xla(monk
   ws = jnp.stack([w, -0.5 * w])
   vmapped = lambda conv: jax.grad(lambda x, ws: jnp.sum(jnp.tanh(jax.vmap(
       lambda x, w: conv(x[None], w))(x, ws))), (0, 1))
+  assert compiled_convolutions(vmapped(ours), x, ws) == []
   for got, want in zip(jax.jit(vmapped(ours))(x, ws), vmapped(xla)(x, ws)):
     assert relative_error(got, want) < 2e-6
-  monkeypatch.setattr(module, 'WINOGRAD_MIN_PIXELS', 31)  # the 6x5 output: direct
+  monkeypatch.setattr(module, 'WINOGRAD_MIN_PIXELS', 61)  # 2 x 6x5 outputs: direct
   assert compiled_convolutions(lambda x, w: conv2d(x, w, 1, padding), x, w)  # a new trace
 
 
@@ -95,3 +98,32 @@ def test_float_rounding_matches_the_direct_convolution_in_float64_terms():
   err_direct = np.abs(np.asarray(xla_conv2d(x32, w32, 1, padding), np.float64) - exact).max()
   err_winograd = np.abs(np.asarray(correlate3x3(x32, w32, padding), np.float64) - exact).max()
   assert err_winograd < 4 * max(err_direct, 1e-7)
+
+
+@pytest.mark.skipif(jax.default_backend() != 'cpu', reason='Winograd is the CPU path')
+def test_networks_with_winograd_give_the_direct_images_and_logits(monkeypatch):
+  """A G and D with 256 channels at 32x32 (their 32x32 3x3 convolutions take Winograd with a
+  batch of 8): images within one grey level of the direct convolutions', logits within 1e-5."""
+  from sg2jax.images import to_uint8
+  from sg2jax.networks.discriminator import Discriminator
+  from sg2jax.networks.generator import Generator
+  module = sys.modules['sg2jax.ops.conv2d']
+  g = Generator(z_dim=32, w_dim=32, img_resolution=32, channel_base=256 * 32, channel_max=256,
+                mapping_layers=2)
+  d = Discriminator(img_resolution=32, channel_base=256 * 32, channel_max=256)
+  z = jax.random.normal(jax.random.key(0), (8, 32))
+  g_vars = g.init(jax.random.key(1), z)
+  d_vars = d.init(jax.random.key(2), jnp.zeros((8, 32, 32, 3)))
+  assert winograd_applies((3, 3, 256, 256), 1, (8, 32, 32, 256), 'cpu')
+
+  def run():  # a new trace each time: the thresholds are read while tracing
+    img = jax.jit(lambda v, z: g.apply(v, z, noise_mode='const'))(g_vars, z)
+    return img, jax.jit(lambda v, x: d.apply(v, x))(d_vars, img)
+
+  img, logits = run()
+  monkeypatch.setattr(module, 'WINOGRAD_MIN_CHANNELS', 1 << 30)
+  img_direct, logits_direct = run()
+  assert relative_error(img, img_direct) < 1e-5
+  assert relative_error(logits, logits_direct) < 1e-5
+  diff = np.abs(np.asarray(to_uint8(img), np.int32) - np.asarray(to_uint8(img_direct), np.int32))
+  assert diff.max() <= 1

@@ -34,12 +34,13 @@ from sg2jax.ops import winograd
 
 _DIMENSION_NUMBERS = ('NHWC', 'HWIO', 'NHWC')
 
-# Where Winograd beats XLA:CPU's direct convolution (measured on 2 AVX-512 cores, README
-# "Training speed"): at least this many input and output channels and output pixels per image.
-# Below, the transforms and the smaller matrix products cost more than the flops saved (at 16x16
-# with 512 channels, 1.2x the direct time; at 4x4, 7x).
+# Where Winograd beats XLA:CPU's direct convolution (measured on 2 AVX-512 cores with
+# benchmarks/winograd_benchmark.py, README "Training speed"): at least this many input and output
+# channels, and this many output pixels in the whole batch (N Ho Wo: the rows of its matrix
+# products). Below, the transforms and the smaller products cost more than the flops saved (512
+# channels: at 8 x 16x16 or 2 x 32x32 pixels, 1.2-1.3x the direct forward time; at 8 x 8x8, 3.4x).
 WINOGRAD_MIN_CHANNELS = 256
-WINOGRAD_MIN_PIXELS = 32 * 32
+WINOGRAD_MIN_PIXELS = 8 * 32 * 32
 
 Padding2d = tuple[tuple[int, int], tuple[int, int]]
 
@@ -62,12 +63,13 @@ def winograd_applies(kernel_shape, stride: int, output_shape,
                      platform: Optional[str] = None) -> bool:
   """Whether a correlation with this `[kh, kw, I, O]` kernel, stride and `[N, Ho, Wo, O]`
   output (or its weight gradient) is computed by `winograd.py`: 3x3, stride 1, `I` and `O` at
-  least `WINOGRAD_MIN_CHANNELS`, `Ho Wo` at least `WINOGRAD_MIN_PIXELS`, on CPU (`platform`,
+  least `WINOGRAD_MIN_CHANNELS`, `N Ho Wo` at least `WINOGRAD_MIN_PIXELS`, on CPU (`platform`,
   default JAX's default backend)."""
   kh, kw, i, o = kernel_shape
   platform = jax.default_backend() if platform is None else platform
   return ((kh, kw) == (3, 3) and stride == 1 and min(i, o) >= WINOGRAD_MIN_CHANNELS
-          and output_shape[1] * output_shape[2] >= WINOGRAD_MIN_PIXELS and platform == 'cpu')
+          and output_shape[0] * output_shape[1] * output_shape[2] >= WINOGRAD_MIN_PIXELS
+          and platform == 'cpu')
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
