@@ -6,9 +6,9 @@ WINOGRAD_MIN_PIXELS) were chosen from.
   python benchmarks/winograd_benchmark.py --phases d_main,g_main,d_reg,g_reg --resolution 64
 
 Layers: for each channel count (in = out) and size, the forward correlation and the weight
-gradient, timed with `sg2jax/ops/winograd.py` and with XLA's convolution (the forward
-`lax.conv_general_dilated`, the weight gradient the batch-contracted convolution conv2d.py
-uses otherwise), alternately, min of --repeats; JSON line with both times, the ratio and
+gradient, timed with `sg2jax/ops/winograd.py` and with `conv2d.py`'s direct path (`conv2d`
+and its VJP, compiled with the thresholds out of reach: XLA's convolution and the
+batch-contracted weight-gradient convolution), alternately, min of --repeats; JSON line with both times, the ratio and
 whether `winograd_applies` picks Winograd there. Phases: config F built twice by
 benchmarks/training_setup.py, once with the thresholds out of reach (every convolution direct),
 once as shipped; the phases are compiled for both, then timed alternately; JSON line per phase
@@ -16,6 +16,7 @@ with medians, ratio and XLA's GFLOP of both programs.
 """
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -29,21 +30,31 @@ def timed(fn, *args) -> float:
   return time.perf_counter() - t
 
 
+@contextlib.contextmanager
+def winograd_thresholds(conv2d_module, enabled: bool):
+  """Inside, functions traced (compiled) see the shipped thresholds, or thresholds out of
+  reach, so every convolution takes conv2d.py's direct path; restored on exit."""
+  shipped = (conv2d_module.WINOGRAD_MIN_CHANNELS, conv2d_module.WINOGRAD_MIN_PIXELS)
+  if not enabled:
+    conv2d_module.WINOGRAD_MIN_CHANNELS = conv2d_module.WINOGRAD_MIN_PIXELS = 1 << 30
+  try:
+    yield
+  finally:
+    conv2d_module.WINOGRAD_MIN_CHANNELS, conv2d_module.WINOGRAD_MIN_PIXELS = shipped
+
+
 def layers(args, conv2d_module) -> None:
   import jax
   import jax.numpy as jnp
   import numpy as np
-  from jax import lax
 
   from sg2jax.ops import winograd
   padding = ((1, 1), (1, 1))
-  direct_fwd = jax.jit(lambda x, w: lax.conv_general_dilated(
-      x, w, (1, 1), padding, dimension_numbers=('NHWC', 'HWIO', 'NHWC')))
-  direct_dw = jax.jit(lambda x, dy: lax.conv_general_dilated(
-      jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))), dy, (1, 1), 'VALID',
-      dimension_numbers=('CHWN', 'IHWO', 'HWNC')))
+  conv = lambda x, w: conv2d_module.conv2d(x, w, 1, padding)
+  # The weight gradient through conv2d's VJP (under jit the unused forward value is dropped).
+  conv_dw = lambda x, w, dy: jax.vjp(lambda w: conv(x, w), w)[1](dy)[0]
   wino_fwd = jax.jit(lambda x, w: winograd.correlate3x3(x, w, padding))
-  wino_dw = jax.jit(lambda x, dy: winograd.weight_gradient3x3(x, dy, padding))
+  wino_dw = jax.jit(lambda x, w, dy: winograd.weight_gradient3x3(x, dy, padding))
   rng = np.random.default_rng(0)
   for c in args.channels:
     for size in args.sizes:
@@ -51,12 +62,16 @@ def layers(args, conv2d_module) -> None:
       x = jnp.asarray(rng.normal(size=(n, size, size, c)), jnp.float32)
       w = jnp.asarray(rng.normal(size=(3, 3, c, c)) / np.sqrt(9 * c), jnp.float32)
       dy = jnp.asarray(rng.normal(size=(n, size, size, c)), jnp.float32)
+      with winograd_thresholds(conv2d_module, enabled=False):  # compiled now: direct
+        direct_fwd = jax.jit(conv).lower(x, w).compile()
+        direct_dw = jax.jit(conv_dw).lower(x, w, dy).compile()
       row = {'what': 'layer', 'batch': n, 'channels': c, 'size': size,
-             'winograd_applies': conv2d_module.winograd_applies((3, 3, c, c), 1, dy.shape, 'cpu')}
+             'winograd_applies': conv2d_module.winograd_applies((3, 3, c, c), 1, dy.shape,
+                                                                platform='cpu')}
       for name, direct, wino, operands in (('forward', direct_fwd, wino_fwd, (x, w)),
-                                           ('weight_gradient', direct_dw, wino_dw, (x, dy))):
+                                           ('weight_gradient', direct_dw, wino_dw, (x, w, dy))):
         times = {'direct': [], 'winograd': []}
-        timed(direct, *operands), timed(wino, *operands)  # compile
+        timed(direct, *operands), timed(wino, *operands)  # warm up (wino: compile)
         for i in range(args.repeats):
           order = ('direct', 'winograd') if i % 2 == 0 else ('winograd', 'direct')
           for side in order:
@@ -76,17 +91,14 @@ def phases(args, conv2d_module) -> None:
   config = config_f.get_config()
   config.batch_size, config.batch_gpu = args.batch, args.batch
   names = args.phases.split(',')
-  shipped = (conv2d_module.WINOGRAD_MIN_CHANNELS, conv2d_module.WINOGRAD_MIN_PIXELS)
   benches = {}
-  for side, thresholds in (('direct', (1 << 30, 1 << 30)), ('winograd', shipped)):
-    # winograd_applies reads the thresholds when a phase is traced, i.e. compiled here.
-    conv2d_module.WINOGRAD_MIN_CHANNELS, conv2d_module.WINOGRAD_MIN_PIXELS = thresholds
-    bench = build_phase_bench(config, args.resolution)
-    for name in names:
-      bench.compile(name)
-      bench.run(name)
+  for side in ('direct', 'winograd'):
+    with winograd_thresholds(conv2d_module, enabled=side == 'winograd'):
+      bench = build_phase_bench(config, args.resolution)
+      for name in names:
+        bench.compile(name)  # traced here, with these thresholds
+        bench.run(name)
     benches[side] = bench
-  conv2d_module.WINOGRAD_MIN_CHANNELS, conv2d_module.WINOGRAD_MIN_PIXELS = shipped
   for name in names:
     times = {side: [] for side in benches}
     for i in range(args.repeats):

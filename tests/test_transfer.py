@@ -25,6 +25,8 @@ DATA = Path(__file__).parent / 'data'
 ADA_PKL = DATA / 'ada_snapshot_tiny.pkl'  # 32x32 RGB, G skip / D resnet, conv_clamp 256
 TF_PKL = DATA / 'tf_snapshot_tiny.pkl'  # 32x32 RGB, G skip / D resnet
 CONVERTED = DATA / 'old_format' / 'converted'  # `sg2jax.convert` of ADA_PKL (sg2jax 0.1.0)
+
+
 def finetune(resume_from, **overrides):
   """A tiny run on 32x32 generated shapes from `resume_from`, every network key at its
   `experiments/base.py` default (so the networks come from the file)."""

@@ -39,16 +39,17 @@ def test_winograd_applies_to_3x3_stride_1_with_enough_channels_and_pixels_on_cpu
   c, pixels = WINOGRAD_MIN_CHANNELS, WINOGRAD_MIN_PIXELS
   side = int(np.ceil(np.sqrt(pixels / 4)))
   out = (4, side, side, c)  # the pixels of the whole batch count
-  assert winograd_applies((3, 3, c, c), 1, out, 'cpu')
-  assert winograd_applies((3, 3, c, 2 * c), 1, (1, 2 * side, 2 * side, 2 * c), 'cpu')
-  assert not winograd_applies((3, 3, c, c), 1, (1, side, side, c), 'cpu')
-  assert not winograd_applies((3, 3, c, c), 1, out, 'gpu')
-  assert not winograd_applies((3, 3, c, c), 1, out, 'tpu')
-  assert not winograd_applies((3, 3, c, c), 2, out, 'cpu')
-  assert not winograd_applies((1, 1, c, c), 1, out, 'cpu')
-  assert not winograd_applies((3, 3, c - 1, c), 1, out, 'cpu')
-  assert not winograd_applies((3, 3, c, c - 1), 1, out, 'cpu')
-  assert not winograd_applies((3, 3, c, c), 1, (pixels // 64 - 1, 8, 8, c), 'cpu')
+  assert winograd_applies((3, 3, c, c), 1, out, platform='cpu')
+  assert winograd_applies((3, 3, c, 2 * c), 1, (1, 2 * side, 2 * side, 2 * c), platform='cpu')
+  assert not winograd_applies((3, 3, c, c), 1, (1, side, side, c), platform='cpu')
+  assert not winograd_applies((3, 3, c, c), 1, out, platform='gpu')
+  assert not winograd_applies((3, 3, c, c), 1, out, platform='tpu')
+  assert not winograd_applies((3, 3, c, c), 2, out, platform='cpu')
+  assert not winograd_applies((1, 1, c, c), 1, out, platform='cpu')
+  assert not winograd_applies((3, 3, c - 1, c), 1, out, platform='cpu')
+  assert not winograd_applies((3, 3, c, c - 1), 1, out, platform='cpu')
+  assert not winograd_applies((3, 3, c, c), 1, (pixels // 64 - 1, 8, 8, c), platform='cpu')
+  assert not winograd_applies((3, 3, c, c), 1, out, jnp.bfloat16, 'cpu')
 
 
 @pytest.mark.skipif(jax.default_backend() != 'cpu', reason='Winograd is the CPU path')
@@ -114,7 +115,7 @@ def test_networks_with_winograd_give_the_direct_images_and_logits(monkeypatch):
   z = jax.random.normal(jax.random.key(0), (8, 32))
   g_vars = g.init(jax.random.key(1), z)
   d_vars = d.init(jax.random.key(2), jnp.zeros((8, 32, 32, 3)))
-  assert winograd_applies((3, 3, 256, 256), 1, (8, 32, 32, 256), 'cpu')
+  assert winograd_applies((3, 3, 256, 256), 1, (8, 32, 32, 256), platform='cpu')
 
   def run():  # a new trace each time: the thresholds are read while tracing
     img = jax.jit(lambda v, z: g.apply(v, z, noise_mode='const'))(g_vars, z)

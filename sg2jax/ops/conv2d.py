@@ -31,18 +31,18 @@ import jax.numpy as jnp
 from jax import lax
 
 from sg2jax.ops import winograd
+from sg2jax.ops.winograd import Padding2d
 
 _DIMENSION_NUMBERS = ('NHWC', 'HWIO', 'NHWC')
 
 # Where Winograd beats XLA:CPU's direct convolution (measured on 2 AVX-512 cores with
 # benchmarks/winograd_benchmark.py, README "Training speed"): at least this many input and output
 # channels, and this many output pixels in the whole batch (N Ho Wo: the rows of its matrix
-# products). Below, the transforms and the smaller products cost more than the flops saved (512
+# products); float32 only (what was measured; in bfloat16 the transforms would add rounding of
+# their own). Below, the transforms and the smaller products cost more than the flops saved (512
 # channels: at 8 x 16x16 or 2 x 32x32 pixels, 1.2-1.3x the direct forward time; at 8 x 8x8, 3.4x).
 WINOGRAD_MIN_CHANNELS = 256
 WINOGRAD_MIN_PIXELS = 8 * 32 * 32
-
-Padding2d = tuple[tuple[int, int], tuple[int, int]]
 
 
 def conv2d(x: jnp.ndarray, w: jnp.ndarray, stride: int = 1,
@@ -59,24 +59,25 @@ def conv2d(x: jnp.ndarray, w: jnp.ndarray, stride: int = 1,
   return _correlate(x, w, int(stride), padding)
 
 
-def winograd_applies(kernel_shape, stride: int, output_shape,
+def winograd_applies(kernel_shape, stride: int, output_shape, dtype=jnp.float32,
                      platform: Optional[str] = None) -> bool:
   """Whether a correlation with this `[kh, kw, I, O]` kernel, stride and `[N, Ho, Wo, O]`
   output (or its weight gradient) is computed by `winograd.py`: 3x3, stride 1, `I` and `O` at
-  least `WINOGRAD_MIN_CHANNELS`, `N Ho Wo` at least `WINOGRAD_MIN_PIXELS`, on CPU (`platform`,
-  default JAX's default backend)."""
+  least `WINOGRAD_MIN_CHANNELS`, `N Ho Wo` at least `WINOGRAD_MIN_PIXELS`, float32, on CPU
+  (`platform`, default JAX's default backend)."""
   kh, kw, i, o = kernel_shape
   platform = jax.default_backend() if platform is None else platform
   return ((kh, kw) == (3, 3) and stride == 1 and min(i, o) >= WINOGRAD_MIN_CHANNELS
           and output_shape[0] * output_shape[1] * output_shape[2] >= WINOGRAD_MIN_PIXELS
-          and platform == 'cpu')
+          and jnp.dtype(dtype) == jnp.float32 and platform == 'cpu')
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _correlate(x: jnp.ndarray, w: jnp.ndarray, stride: int, padding: Padding2d) -> jnp.ndarray:
   (t, b), (l, r) = padding
-  output_shape = (x.shape[0], x.shape[1] + t + b - 2, x.shape[2] + l + r - 2, w.shape[3])
-  if winograd_applies(w.shape, stride, output_shape):
+  output_shape = (x.shape[0], (x.shape[1] + t + b - w.shape[0]) // stride + 1,
+                  (x.shape[2] + l + r - w.shape[1]) // stride + 1, w.shape[3])
+  if winograd_applies(w.shape, stride, output_shape, jnp.result_type(x, w)):
     return winograd.correlate3x3(x, w, padding)
   return lax.conv_general_dilated(x, w, window_strides=(stride, stride), padding=padding,
                                   dimension_numbers=_DIMENSION_NUMBERS)
@@ -125,7 +126,8 @@ def _weight_gradient(x: jnp.ndarray, dy: jnp.ndarray, stride: int, padding: Padd
   speed). The hand-written VJP keeps its derivatives in standard layouts.
   """
   kh, kw = kernel_size
-  if winograd_applies((kh, kw, x.shape[-1], dy.shape[-1]), stride, dy.shape):
+  if winograd_applies((kh, kw, x.shape[-1], dy.shape[-1]), stride, dy.shape,
+                      jnp.result_type(x, dy)):
     return winograd.weight_gradient3x3(x, dy, padding)
   (t, _), (l, _) = padding
   # High padding that leaves exactly kh x kw outputs (rows past the last window are unused).
