@@ -66,8 +66,7 @@ def layers(args, conv2d_module) -> None:
         direct_fwd = jax.jit(conv).lower(x, w).compile()
         direct_dw = jax.jit(conv_dw).lower(x, w, dy).compile()
       row = {'what': 'layer', 'batch': n, 'channels': c, 'size': size,
-             'winograd_applies': conv2d_module.winograd_applies((3, 3, c, c), 1, dy.shape,
-                                                                platform='cpu')}
+             'winograd_applies': conv2d_module.winograd_applies((3, 3, c, c), 1, dy.shape)}
       for name, direct, wino, operands in (('forward', direct_fwd, wino_fwd, (x, w)),
                                            ('weight_gradient', direct_dw, wino_dw, (x, w, dy))):
         times = {'direct': [], 'winograd': []}

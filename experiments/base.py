@@ -69,6 +69,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.ema_rampup = ml_collections.FieldReference(None, field_type=float)  # ADA option
   config.nan_policy = 'skip'  # non-finite gradients: skip the update (TF) | nan_to_num (ADA)
   config.precision = 'highest'  # matmul/conv precision: highest (exact float32) | default
+  # Backward passes of G's synthesis and D keep every intermediate ('none') or only each
+  # block's outputs and compute the rest again ('blocks': less memory, more arithmetic; the
+  # same values). `python -m sg2jax.aot` shows what each needs on a TPU.
+  config.remat = 'none'
   # Compiled programs persist here between runs: 'auto' ($SG2JAX_COMPILE_CACHE, else
   # ~/.cache/sg2jax/jax), a directory, or 'none'.
   config.compile_cache = 'auto'

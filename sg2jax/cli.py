@@ -1,6 +1,7 @@
 """What every command-line entry point does first (the only place jax.config is touched), and
 how every command reports bad input: one line, no traceback (`--debug` shows the traceback)."""
 
+import importlib.util
 import logging
 import os
 import sys
@@ -8,6 +9,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import jax
+import ml_collections
 from absl import logging as absl_logging
 
 from sg2jax.formats.torch_pickle import UnsafePickleError
@@ -158,3 +160,100 @@ def initialize_distributed(coordinator_address: Optional[str] = None,
   jax.config.update('jax_cpu_collectives_implementation', 'gloo')
   jax.distributed.initialize(coordinator_address=coordinator_address,
                              num_processes=num_processes, process_id=process_id)
+
+
+# ---- Experiment configs: `--config FILE.py[:ARG]` and `--config.KEY=VALUE` ----------------
+
+def find_config(name: str) -> Path:
+  """The file `--config NAME` means: NAME relative to the current directory (or absolute), else
+  relative to the installed `experiments` package (`demo.py`, `experiments/demo.py`).
+
+  Raises:
+    FileNotFoundError: none exists (one line listing where it looked).
+  """
+  import experiments
+  package = Path(experiments.__file__).parent
+  path = Path(name).expanduser()
+  candidates = [path]
+  if not path.is_absolute():
+    candidates.append(package / path)
+    if len(path.parts) > 1 and path.parts[0] == package.name:
+      candidates.append(package.joinpath(*path.parts[1:]))
+  for candidate in candidates:
+    if candidate.is_file():
+      return candidate
+  looked = ', '.join(dict.fromkeys(str(c.absolute()) for c in candidates))
+  raise FileNotFoundError(f'--config {name} not found; looked for {looked}')
+
+
+def load_config(spec: Optional[str], workdir: Optional[str]) -> ml_collections.ConfigDict:
+  """The run's config from `--config` (`spec`: `FILE.py[:ARG]`, whose `get_config(ARG)` makes
+  it, or a saved `config.json`), or without `--config` the workdir's own `config.json`."""
+  from sg2jax.train.build import CONFIG_FILE, load_run_config
+  if spec is None:
+    if workdir and (Path(workdir) / CONFIG_FILE).is_file():
+      return load_run_config(workdir)
+    where = f'{workdir} has no {CONFIG_FILE} to resume with' if workdir else 'nor --workdir'
+    raise ValueError(f'pass --config: an experiments file (e.g. --config demo.py) or a run\'s '
+                     f'{CONFIG_FILE} ({where})')
+  name, _, arg = spec.partition(':')
+  path = find_config(name)
+  if path.suffix == '.json':
+    if arg:
+      raise ValueError(f'--config {spec}: a saved {CONFIG_FILE} takes no :ARGUMENT; change keys '
+                       f'with --config.KEY=VALUE')
+    return load_run_config(path)
+  module_spec = importlib.util.spec_from_file_location(f'sg2jax_config_{path.stem}', path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  if not callable(getattr(module, 'get_config', None)):
+    raise ValueError(f'--config {path} has no get_config(): not an experiments file')
+  return module.get_config(arg) if arg else module.get_config()
+
+
+def take_flag(argv: Sequence[str], name: str) -> tuple[Optional[str], list[str]]:
+  """(the last value of `--NAME VALUE` / `--NAME=VALUE` in argv or None, argv without them)."""
+  value, rest, i = None, [], 0
+  while i < len(argv):
+    arg = argv[i]
+    if arg == '--':
+      rest.extend(argv[i:])
+      break
+    if arg in (f'--{name}', f'-{name}'):
+      if i + 1 == len(argv):
+        raise ValueError(f'--{name} needs a value')
+      value, i = argv[i + 1], i + 2
+      continue
+    if arg.startswith((f'--{name}=', f'-{name}=')):
+      value, i = arg.split('=', 1)[1], i + 1
+      continue
+    rest.append(arg)
+    i += 1
+  return value, rest
+
+
+def override_config(config: ml_collections.ConfigDict,
+                    overrides: Sequence[str]) -> ml_collections.ConfigDict:
+  """`config` with `--config.KEY=VALUE` arguments applied (as `sg2jax.main` applies them, through
+  ml_collections' flag parser, on a flag registry of its own).
+
+  Raises:
+    ValueError: an argument that is not `--config.KEY=VALUE`, an unknown key or a value of the
+      wrong type (one line).
+  """
+  from absl import flags
+  from ml_collections import config_flags
+  for arg in overrides:
+    if not arg.startswith('--config.'):
+      raise ValueError(f'unknown argument {arg}; config keys are set with --config.KEY=VALUE')
+  registry, argv = flags.FlagValues(), ['sg2jax'] + list(overrides)
+  try:
+    config_flags.DEFINE_config_dict('config', config, lock_config=True, flag_values=registry,
+                                    sys_argv=argv)
+    registry(argv)
+  except flags.Error as e:
+    raise ValueError(f'bad --config override: {e}') from None
+  except (AttributeError, KeyError, TypeError) as e:
+    text = ' '.join(str(e).replace('\\n', ' ').replace("\\'", '').strip('\'"').split())
+    raise ValueError(f'bad --config override: unknown key or wrong value ({text})') from None
+  return registry.config

@@ -13,16 +13,12 @@ line; `--debug` shows the traceback. Multi-host: pass `--distributed` on TPU pod
 This file is intentionally short: the library is `sg2jax.train`.
 """
 
-import importlib.util
 import sys
-from pathlib import Path
-from typing import Optional, Sequence
 
-import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
-from sg2jax.cli import DEBUG_HELP, run
+from sg2jax.cli import DEBUG_HELP, find_config, load_config, run, take_flag  # noqa: F401
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'directory for checkpoints, logs and samples')
 _DISTRIBUTED = flags.DEFINE_bool('distributed', False,
@@ -49,74 +45,6 @@ def metric_hooks(config, workdir) -> list:
                              num_samples=settings.num_samples)]
 
 
-def find_config(name: str) -> Path:
-  """The file `--config NAME` means: NAME relative to the current directory (or absolute), else
-  relative to the installed `experiments` package (`demo.py`, `experiments/demo.py`).
-
-  Raises:
-    FileNotFoundError: none exists (one line listing where it looked).
-  """
-  import experiments
-  package = Path(experiments.__file__).parent
-  path = Path(name).expanduser()
-  candidates = [path]
-  if not path.is_absolute():
-    candidates.append(package / path)
-    if len(path.parts) > 1 and path.parts[0] == package.name:
-      candidates.append(package.joinpath(*path.parts[1:]))
-  for candidate in candidates:
-    if candidate.is_file():
-      return candidate
-  looked = ', '.join(dict.fromkeys(str(c.absolute()) for c in candidates))
-  raise FileNotFoundError(f'--config {name} not found; looked for {looked}')
-
-
-def load_config(spec: Optional[str], workdir: Optional[str]) -> ml_collections.ConfigDict:
-  """The run's config from `--config` (`spec`: `FILE.py[:ARG]`, whose `get_config(ARG)` makes
-  it, or a saved `config.json`), or without `--config` the workdir's own `config.json`."""
-  from sg2jax.train.build import CONFIG_FILE, load_run_config
-  if spec is None:
-    if workdir and (Path(workdir) / CONFIG_FILE).is_file():
-      return load_run_config(workdir)
-    where = f'{workdir} has no {CONFIG_FILE} to resume with' if workdir else 'nor --workdir'
-    raise ValueError(f'pass --config: an experiments file (e.g. --config demo.py) or a run\'s '
-                     f'{CONFIG_FILE} ({where})')
-  name, _, arg = spec.partition(':')
-  path = find_config(name)
-  if path.suffix == '.json':
-    if arg:
-      raise ValueError(f'--config {spec}: a saved {CONFIG_FILE} takes no :ARGUMENT; change keys '
-                       f'with --config.KEY=VALUE')
-    return load_run_config(path)
-  module_spec = importlib.util.spec_from_file_location(f'sg2jax_config_{path.stem}', path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  if not callable(getattr(module, 'get_config', None)):
-    raise ValueError(f'--config {path} has no get_config(): not an experiments file')
-  return module.get_config(arg) if arg else module.get_config()
-
-
-def _take_flag(argv: Sequence[str], name: str) -> tuple[Optional[str], list[str]]:
-  """(the last value of `--NAME VALUE` / `--NAME=VALUE` in argv or None, argv without them)."""
-  value, rest, i = None, [], 0
-  while i < len(argv):
-    arg = argv[i]
-    if arg == '--':
-      rest.extend(argv[i:])
-      break
-    if arg in (f'--{name}', f'-{name}'):
-      if i + 1 == len(argv):
-        raise ValueError(f'--{name} needs a value')
-      value, i = argv[i + 1], i + 2
-      continue
-    if arg.startswith((f'--{name}=', f'-{name}=')):
-      value, i = arg.split('=', 1)[1], i + 1
-      continue
-    rest.append(arg)
-    i += 1
-  return value, rest
-
-
 def main(argv):
   del argv
   config = flags.FLAGS.config
@@ -136,8 +64,8 @@ def main(argv):
 def parse_flags(argv):
   """absl flag parsing, with the config loaded by `load_config` (`--config` or the workdir's),
   and a bad `--config.KEY=VALUE` reported in one line."""
-  spec, rest = _take_flag(argv, 'config')
-  workdir, _ = _take_flag(rest, 'workdir')
+  spec, rest = take_flag(argv, 'config')
+  workdir, _ = take_flag(rest, 'workdir')
   if spec is None and workdir is None and any(a.startswith(('--help', '-h', '-?')) for a in rest):
     return flags.FLAGS(rest)  # help without a config
   config = load_config(spec, workdir)

@@ -1,4 +1,7 @@
 """Test setup (before jax starts its backend; subprocesses inherit it through the environment):
+- JAX on the CPU only, and libtpu (installed for `sg2jax.aot`'s compile-only TPU devices) kept
+  off the network: without `JAX_PLATFORMS=cpu` JAX would start libtpu as a backend, and libtpu
+  asks the cloud metadata server which TPU it runs on unless `TPU_SKIP_MDS_QUERY=1`;
 - sg2jax's own XLA flags (`sg2jax.cli.add_xla_flags`), as every sg2jax command sets them;
 - 4 forced host CPU devices, for the sharding tests;
 - XLA backend optimization level 0: tests run tiny networks, where compiling dominates;
@@ -13,6 +16,10 @@ import sys
 import tempfile
 import types
 
+os.environ['JAX_PLATFORMS'] = 'cpu'
+os.environ['TPU_SKIP_MDS_QUERY'] = '1'
+os.environ['TPU_WORKER_HOSTNAMES'] = 'localhost'
+os.environ['ALLOW_MULTIPLE_LIBTPU_LOAD'] = '1'  # test workers compile for TPUs side by side
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                            ' --xla_force_host_platform_device_count=4'
                            ' --xla_backend_optimization_level=0').strip()

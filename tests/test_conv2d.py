@@ -1,6 +1,6 @@
-"""The convolutions of `sg2jax/ops/conv2d.py` against XLA's own (`lax.conv_general_dilated` and
-its automatic derivatives): values, first and second derivatives, and the layouts their
-derivatives compile to."""
+"""The convolutions of `sg2jax/ops/conv2d.py` on CPU against XLA's own (`xla_conv2d`,
+`xla_transposed_conv2d`: what programs for GPUs and TPUs run, with JAX's automatic derivatives):
+values, first and second derivatives, and the layouts their derivatives compile to."""
 
 import re
 
@@ -8,25 +8,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax import lax
 
-from sg2jax.ops.conv2d import conv2d, transposed_conv2d
+from sg2jax.ops.conv2d import conv2d, transposed_conv2d, xla_conv2d, xla_transposed_conv2d
 from sg2jax.ops.conv_resample import conv2d_resample
 from sg2jax.ops.upfirdn import setup_filter
-
-DIMENSION_NUMBERS = ('NHWC', 'HWIO', 'NHWC')
-
-
-def xla_conv2d(x, w, stride, padding):
-  return lax.conv_general_dilated(x, w, (stride, stride), padding,
-                                  dimension_numbers=DIMENSION_NUMBERS)
-
-
-def xla_transposed_conv2d(x, w, up):
-  """The definition: zeros between the pixels (lhs dilation), padding k - 1."""
-  kh, kw = w.shape[:2]
-  return lax.conv_general_dilated(x, w, (1, 1), ((kh - 1, kh - 1), (kw - 1, kw - 1)),
-                                  lhs_dilation=(up, up), dimension_numbers=DIMENSION_NUMBERS)
 
 
 def second_order(conv, x, w, cotangent):

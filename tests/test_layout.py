@@ -14,10 +14,10 @@ LAYERS = (
     ('networks',),
     ('formats',),
     ('feature_nets',),
-    ('images', 'sharding', 'checkpoint', 'losses', 'data', 'augment'),
+    ('images', 'sharding', 'topology', 'checkpoint', 'losses', 'data', 'augment'),
     ('train', 'metrics', 'tools'),
     ('cli',),
-    ('main', 'eval', 'generate', 'project', 'convert', 'dataset_tool', 'export'),
+    ('main', 'eval', 'generate', 'project', 'convert', 'dataset_tool', 'export', 'aot'),
 )
 LAYER_OF = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}
 

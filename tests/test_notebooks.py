@@ -1,6 +1,7 @@
 """The notebooks in notebooks/ run top to bottom (nbclient, a fresh Python kernel) with the tiny
 settings they take from the environment."""
 
+import os
 import re
 from pathlib import Path
 
@@ -21,6 +22,24 @@ def execute(name: str, workdir: Path) -> nbformat.NotebookNode:
   NotebookClient(notebook, timeout=600, kernel_name='python3',
                  resources={'metadata': {'path': str(workdir)}}).execute()
   return notebook
+
+
+def notebook_training_config(device_count: int, smoke: bool = False):
+  """The config the training notebook trains on `device_count` devices: its settings and
+  training-config cells run as they are (with the smoke settings or the full demo's)."""
+  import types
+  notebook = nbformat.read(NOTEBOOKS / 'train_generate_project.ipynb', as_version=4)
+  cells = {cell.source.split('\n')[0]: cell.source for cell in notebook.cells
+           if cell.cell_type == 'code'}
+  namespace = {'jax': types.SimpleNamespace(device_count=lambda: device_count)}
+  environ = {k: v for k, v in os.environ.items() if k != 'SG2JAX_NOTEBOOK_SMOKE'}
+  if smoke:
+    environ['SG2JAX_NOTEBOOK_SMOKE'] = '1'
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(os, 'environ', environ)
+    exec(cells['# @title Settings'], namespace)  # noqa: S102 (the notebook's own cells)
+    exec(cells['# @title The training config'], namespace)  # noqa: S102
+  return namespace['config']
 
 
 def outputs_text(notebook: nbformat.NotebookNode) -> str:

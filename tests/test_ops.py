@@ -91,6 +91,37 @@ def test_upfirdn2d_matches_its_definition(up, down, pad, flip):
   np.testing.assert_allclose(out, naive_upfirdn2d(x, f, up, down, pad, flip, 1.5), atol=1e-5)
 
 
+@pytest.mark.parametrize('up,down,pad,flip', [
+    (1, 1, (1, 2, 0, 1), False), (2, 1, (2, 1, 1, 2), False), (1, 2, (1, 0, 2, 1), True),
+    (3, 1, (-1, 2, 2, -1), False), (2, 1, (-2, -1, 0, 0), True), (2, 2, (1, 1, 1, 1), False)])
+def test_upfirdn2d_of_gpu_and_tpu_programs_equals_the_cpu_one(up, down, pad, flip):
+  """Programs compiled for a GPU or TPU filter with one depthwise convolution
+  (`_upfirdn2d_depthwise`), CPU programs with slices: the same values and first and second
+  derivatives (the path-length and R1 penalties differentiate twice)."""
+  from sg2jax.ops.upfirdn import _upfirdn2d_depthwise, _upfirdn2d_slices
+  rng = np.random.default_rng(1)
+  x = jnp.asarray(rng.normal(size=(2, 7, 6, 3)), jnp.float32)
+  f = rng.uniform(size=(3, 4))
+  correlation_filter = (f if flip else f[::-1, ::-1]) * 1.5  # as upfirdn2d passes it on
+  pads = ops.upfirdn.parse_padding(pad)
+  cpu = lambda x: _upfirdn2d_slices(x, correlation_filter, up, down, pads)
+  device = lambda x: _upfirdn2d_depthwise(x, correlation_filter, up, down, pads)
+  want = naive_upfirdn2d(np.asarray(x), f, up, down, pad, flip, 1.5)
+  np.testing.assert_allclose(device(x), want, atol=1e-5)
+  np.testing.assert_allclose(cpu(x), want, atol=1e-5)
+  cotangent = jnp.asarray(rng.normal(size=cpu(x).shape), jnp.float32)
+
+  def second_order(filter_fn):
+    def penalty(x):
+      g = jax.grad(lambda x: jnp.sum(jnp.tanh(filter_fn(x)) * cotangent))(x)
+      return jnp.sum(g ** 2)
+    return jax.grad(penalty)(x)
+
+  np.testing.assert_allclose(jax.grad(lambda x: jnp.sum(device(x) * cotangent))(x),
+                             jax.grad(lambda x: jnp.sum(cpu(x) * cotangent))(x), atol=1e-5)
+  np.testing.assert_allclose(second_order(device), second_order(cpu), atol=1e-4)
+
+
 @pytest.mark.parametrize('kernel', [1, 3])
 @pytest.mark.parametrize('up,down', [(2, 1), (1, 2)])
 def test_conv2d_resample_equals_generic_form(kernel, up, down):

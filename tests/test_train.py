@@ -114,6 +114,20 @@ def test_one_step_on_1_device_equals_4_devices(four_device_step):
   assert set(metrics_one) >= {'Loss/G/loss', 'Loss/D/loss', 'Loss/r1_penalty', 'Loss/pl_penalty'}
 
 
+def test_every_phase_splits_its_work_over_the_devices():
+  """Each device does a quarter of a phase's arithmetic on 4 devices (XLA's flop count of the
+  per-device program equals one device's with a quarter of the batch): fakes and path-length
+  latents are drawn split over the devices, not computed in full on every one."""
+  from benchmarks.training_setup import build_phase_bench
+  flops = {}
+  for devices, batch in ((4, 8), (1, 2)):
+    bench = build_phase_bench(tiny(batch_size=batch, batch_gpu=2), 8,
+                              mesh=make_mesh(jax.devices()[:devices]))
+    flops[devices] = {name: bench.flops(name) for name in ('g_main', 'g_reg', 'd_main', 'd_reg')}
+  for name, one in flops[1].items():
+    assert flops[4][name] == pytest.approx(one, rel=0.1), name
+
+
 def free_port() -> int:
   with socket.socket() as s:
     s.bind(('127.0.0.1', 0))
@@ -229,6 +243,25 @@ def test_unknown_config_key_is_named(tmp_path):
   assert out.returncode != 0
   assert out.stderr.strip().splitlines()[-1] == ('error: bad --config override: totl_kimg Did you '
                                                  'mean "total_kimg" instead of "totl_kimg"?')
+
+
+def test_path_length_batch_is_shrunk_per_device_with_at_least_one_image():
+  """The official rule per device: `max(1, per-device batch // pl_batch_shrink)` images on each;
+  with one image per device the path-length batch is not shrunk, and G reg runs."""
+  from benchmarks.training_setup import build_phase_bench
+  from sg2jax.train.step import path_length_batch
+  assert path_length_batch(32, 2, 8) == 16  # 4 per device -> 2
+  assert path_length_batch(16, 2, 1) == 8
+  assert path_length_batch(8, 2, 8) == 8  # 1 per device -> 1
+  assert path_length_batch(12, 2, 4) == 4  # 3 per device -> 1
+  assert path_length_batch(16, 4, 2) == 4
+  bench = build_phase_bench(tiny(batch_size=4, batch_gpu=1), 8, mesh=make_mesh())
+  assert bench.exp.hyper.pl_batch_size == bench.train_step.cfg.pl_batch_size == 4
+  lowered = bench.train_step.phases['g_reg'].lower(bench.state, bench.batch, bench.lod)
+  assert 'f32[1,8,8,3]' in lowered.compile().as_text()  # each device: one image's y
+  bench.run('g_reg')
+  assert int(bench.state.step) == 0 and np.isfinite(float(bench.state.pl_mean))
+  assert float(bench.state.pl_mean) > 0
 
 
 def test_batch_not_divisible_by_devices():

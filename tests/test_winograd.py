@@ -35,21 +35,36 @@ def test_correlation_and_weight_gradient_equal_the_direct_ones(padding, h, w):
   assert relative_error(dw, dw_want) < 2e-6
 
 
-def test_winograd_applies_to_3x3_stride_1_with_enough_channels_and_pixels_on_cpu_only():
+def test_winograd_applies_to_3x3_stride_1_with_enough_channels_and_pixels():
   c, pixels = WINOGRAD_MIN_CHANNELS, WINOGRAD_MIN_PIXELS
   side = int(np.ceil(np.sqrt(pixels / 4)))
   out = (4, side, side, c)  # the pixels of the whole batch count
-  assert winograd_applies((3, 3, c, c), 1, out, platform='cpu')
-  assert winograd_applies((3, 3, c, 2 * c), 1, (1, 2 * side, 2 * side, 2 * c), platform='cpu')
-  assert not winograd_applies((3, 3, c, c), 1, (1, side, side, c), platform='cpu')
-  assert not winograd_applies((3, 3, c, c), 1, out, platform='gpu')
-  assert not winograd_applies((3, 3, c, c), 1, out, platform='tpu')
-  assert not winograd_applies((3, 3, c, c), 2, out, platform='cpu')
-  assert not winograd_applies((1, 1, c, c), 1, out, platform='cpu')
-  assert not winograd_applies((3, 3, c - 1, c), 1, out, platform='cpu')
-  assert not winograd_applies((3, 3, c, c - 1), 1, out, platform='cpu')
-  assert not winograd_applies((3, 3, c, c), 1, (pixels // 64 - 1, 8, 8, c), platform='cpu')
-  assert not winograd_applies((3, 3, c, c), 1, out, jnp.bfloat16, 'cpu')
+  assert winograd_applies((3, 3, c, c), 1, out)
+  assert winograd_applies((3, 3, c, 2 * c), 1, (1, 2 * side, 2 * side, 2 * c))
+  assert not winograd_applies((3, 3, c, c), 1, (1, side, side, c))
+  assert not winograd_applies((3, 3, c, c), 2, out)
+  assert not winograd_applies((1, 1, c, c), 1, out)
+  assert not winograd_applies((3, 3, c - 1, c), 1, out)
+  assert not winograd_applies((3, 3, c, c - 1), 1, out)
+  assert not winograd_applies((3, 3, c, c), 1, (pixels // 64 - 1, 8, 8, c))
+  assert not winograd_applies((3, 3, c, c), 1, out, jnp.bfloat16)
+
+
+def test_winograd_only_in_programs_lowered_for_a_cpu(monkeypatch):
+  """The platform is the one the program is lowered for, not the host's default backend: the
+  same function lowered for a TPU or a GPU on this CPU host has XLA's convolutions and no
+  Winograd products (what `sg2jax.aot` compiles), lowered for the CPU the reverse."""
+  module = sys.modules['sg2jax.ops.conv2d']
+  monkeypatch.setattr(module, 'WINOGRAD_MIN_CHANNELS', 8)
+  monkeypatch.setattr(module, 'WINOGRAD_MIN_PIXELS', 30)
+  x = jnp.ones((2, 6, 5, 8), jnp.float32)
+  w = jnp.ones((3, 3, 8, 12), jnp.float32)
+  # Forward, data gradient and weight gradient.
+  fn = jax.jit(jax.grad(lambda x, w: jnp.sum(conv2d(x, w, 1, ((1, 1), (1, 1))) ** 2), (0, 1)))
+  for platform, winograd in (('cpu', True), ('tpu', False), ('cuda', False)):
+    text = fn.trace(x, w).lower(lowering_platforms=(platform,)).as_text()
+    assert ('stablehlo.convolution' not in text) == winograd, platform
+    assert ('stablehlo.dot_general' in text) == winograd, platform
 
 
 @pytest.mark.skipif(jax.default_backend() != 'cpu', reason='Winograd is the CPU path')
@@ -115,7 +130,7 @@ def test_networks_with_winograd_give_the_direct_images_and_logits(monkeypatch):
   z = jax.random.normal(jax.random.key(0), (8, 32))
   g_vars = g.init(jax.random.key(1), z)
   d_vars = d.init(jax.random.key(2), jnp.zeros((8, 32, 32, 3)))
-  assert winograd_applies((3, 3, 256, 256), 1, (8, 32, 32, 256), platform='cpu')
+  assert winograd_applies((3, 3, 256, 256), 1, (8, 32, 32, 256))
 
   def run():  # a new trace each time: the thresholds are read while tracing
     img = jax.jit(lambda v, z: g.apply(v, z, noise_mode='const'))(g_vars, z)

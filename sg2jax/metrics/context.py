@@ -104,30 +104,34 @@ def weights_fingerprint(params: Any, protocol: str) -> str:
   return digest.hexdigest()
 
 
-def inception_detector(params: dict) -> Detector:
+INCEPTION_NETWORK = InceptionV3(input_handling='official', no_output_bias=True)
+VGG16_NETWORK = VGG16(resize_input=True)
+
+
+def inception_forward(p, images):
   """FID/KID/IS Inception-v3: official input handling (TF1 legacy resize to 299,
   `(x - 128) / 128`), logits without the output bias (IS); outputs `pool3 [N, 2048]` and
   `logits [N, 1008]`."""
-  net = InceptionV3(input_handling='official', no_output_bias=True)
+  out = INCEPTION_NETWORK.apply({'params': p}, images)
+  return {'pool3': out.pool3, 'logits': out.logits}
 
-  def forward(p, images):
-    out = net.apply({'params': p}, images)
-    return {'pool3': out.pool3, 'logits': out.logits}
 
-  return Detector('inception', forward, params,
+def inception_detector(params: dict) -> Detector:
+  """`inception_forward` with its weights."""
+  return Detector('inception', inception_forward, params,
                   weights_fingerprint(params, 'inception/official/no_output_bias'), ('pool3',))
 
 
-def vgg16_detector(params: dict) -> Detector:
+def vgg16_forward(p, images):
   """Precision/recall VGG16: ImageNet input normalization, area resize to 224 inside; output
   `fc2 [N, 4096]` (after its ReLU)."""
-  net = VGG16(resize_input=True)
+  return {'fc2': VGG16_NETWORK.apply({'params': p}, preprocess_imagenet(images)).fc2}
 
-  def forward(p, images):
-    return {'fc2': net.apply({'params': p}, preprocess_imagenet(images)).fc2}
 
-  return Detector('vgg16', forward, params, weights_fingerprint(params, 'vgg16/imagenet/area224'),
-                  ('fc2',))
+def vgg16_detector(params: dict) -> Detector:
+  """`vgg16_forward` with its weights."""
+  return Detector('vgg16', vgg16_forward, params,
+                  weights_fingerprint(params, 'vgg16/imagenet/area224'), ('fc2',))
 
 
 # Loaders of the feature networks: (load weights, build detector, flag, where to get the file).
@@ -153,6 +157,51 @@ def load_detector(name: str, path: Optional[str | Path]) -> Detector:
     return build(load(path))
   except ValueError as e:
     raise ValueError(f'{flag} {path}: {e}') from None
+
+
+def metric_generator(generator: nn.Module) -> nn.Module:
+  """The generator as the metrics run it: in float32 (SPEC.md §4.6), modulating activations.
+
+  The fused form gives the same values (tested), but XLA's SPMD partitioner (jax 0.10.2)
+  mis-splits its grouped convolution when the batch is sharded ("output feature dimension not
+  divisible by feature_group_count"); modulating activations partitions like any convolution.
+  """
+  if getattr(generator, 'dtype', 'float32') != 'float32':
+    generator = generator.clone(dtype='float32')
+  if getattr(generator, 'fused_modconv', False):
+    generator = generator.clone(fused_modconv=False)
+  return generator
+
+
+# ----------------------------------------------------------------------------------------------
+# The jitted programs (also compiled ahead of time by `sg2jax.aot`, from abstract arguments).
+
+def generated_features_function(generator: nn.Module, forward: Callable, mesh: Mesh,
+                                batch_size: int) -> Callable:
+  """`jitted(g_variables, detector_params, key_data, z, labels)` -> the features of one batch of
+  generated images (replicated): latents from `key_data` (z None) or given `z [B, z_dim]`,
+  labels drawn from `labels [L, c_dim]` (conditional generators), random noise."""
+  rows = batch_sharded(mesh)
+
+  def generate(g_variables, detector_params, key_data, z, labels):
+    key_z, key_c, key_noise = jax.random.split(jax.random.wrap_key_data(key_data), 3)
+    if z is None:
+      z = jax.random.normal(key_z, (batch_size, generator.z_dim))
+    z = jax.lax.with_sharding_constraint(z, rows)  # [B, z_dim]
+    c = None
+    if labels is not None:
+      c = labels[jax.random.randint(key_c, (batch_size,), 0, labels.shape[0])]  # [B, c_dim]
+    images = generator.apply(g_variables, z, c, noise_mode='random', rngs={'noise': key_noise})
+    return forward(detector_params, to_rgb(uint8_values(images)))
+
+  return jax.jit(generate, out_shardings=replicated(mesh))
+
+
+def real_features_function(forward: Callable, outputs: Sequence[str], mesh: Mesh) -> Callable:
+  """`jitted(detector_params, images)` -> the `outputs` of real uint8 images (replicated)."""
+  return jax.jit(lambda p, images: {k: v for k, v in forward(
+      p, to_rgb(images.astype(jnp.float32))).items() if k in outputs},
+                 out_shardings=replicated(mesh))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -239,13 +288,7 @@ class MetricContext:
       suggestion = max(devices, batch_size // devices * devices)
       raise ValueError(f'--batch-size {batch_size} is not a positive multiple of the {devices} '
                        f'devices; use e.g. --batch-size {suggestion}')
-    if getattr(generator, 'dtype', 'float32') != 'float32':
-      generator = generator.clone(dtype='float32')  # SPEC.md §4.6: metrics in float32
-    if getattr(generator, 'fused_modconv', False):
-      # The same values (tested), but XLA's SPMD partitioner (jax 0.10.2) mis-splits the fused
-      # form's grouped convolution when the batch is sharded ("output feature dimension not
-      # divisible by feature_group_count"); modulating activations partitions like any conv.
-      generator = generator.clone(fused_modconv=False)
+    generator = metric_generator(generator)
     self.generator, self.mesh, self.batch_size = generator, mesh, batch_size
     self.source, self.mirror, self.progress = source, mirror, progress
     self.num_images = 0 if source is None else (
@@ -349,21 +392,8 @@ class MetricContext:
     return jax.tree.map(lambda *xs: np.concatenate([np.asarray(x) for x in xs])[:num], *outputs)
 
   def _generate_fn(self, detector: Detector, with_z: bool) -> Callable:
-    generator, batch_size, rows = self.generator, self.batch_size, batch_sharded(self.mesh)
-
-    def generate(g_variables, detector_params, key_data, z, labels):
-      key_z, key_c, key_noise = jax.random.split(jax.random.wrap_key_data(key_data), 3)
-      if z is None:
-        z = jax.random.normal(key_z, (batch_size, generator.z_dim))
-      z = jax.lax.with_sharding_constraint(z, rows)  # [B, z_dim]
-      c = None
-      if labels is not None:
-        c = labels[jax.random.randint(key_c, (batch_size,), 0, labels.shape[0])]  # [B, c_dim]
-      images = generator.apply(g_variables, z, c, noise_mode='random', rngs={'noise': key_noise})
-      return detector.forward(detector_params, to_rgb(uint8_values(images)))
-
-    return self.memo(('generate', detector.name, with_z), lambda: jax.jit(
-        generate, out_shardings=self._replicated))
+    return self.memo(('generate', detector.name, with_z), lambda: generated_features_function(
+        self.generator, detector.forward, self.mesh, self.batch_size))
 
   def generated_features(self, name: str, num: int, seed: int,
                          latents: Optional[Callable[[int], np.ndarray]] = None,
@@ -487,10 +517,8 @@ class MetricContext:
 
   def _compute_reals(self, detector: Detector, n: int, mirror: bool) -> dict[str, np.ndarray]:
     outputs = detector.real_outputs
-    forward = self.memo(('reals', detector.name), lambda: jax.jit(
-        lambda p, images: {k: v for k, v in detector.forward(
-            p, to_rgb(images.astype(jnp.float32))).items() if k in outputs},
-        out_shardings=self._replicated))
+    forward = self.memo(('reals', detector.name), lambda: real_features_function(
+        detector.forward, outputs, self.mesh))
     batches = self._host_batches(n, mirror)
     rows = batch_sharded(self.mesh)
 

@@ -68,14 +68,16 @@ def lpips_vgg_features(vgg_params: dict, images: jnp.ndarray) -> jnp.ndarray:
   return taps.relu5_3.mean(axis=(1, 2))  # [N, 4, 4, 512] -> [N, 512]
 
 
-def lpips_vgg_detector(vgg_params: dict) -> Detector:
-  """`lpips_vgg_features` as a `MetricContext` feature network (output `relu5_3_mean`)."""
-  def forward(p, images):
-    return {OUTPUT: lpips_vgg_features(p, images)}
+def lpips_vgg_forward(vgg_params: dict, images: jnp.ndarray) -> dict[str, jnp.ndarray]:
+  """`lpips_vgg_features` as a feature network's forward (output `relu5_3_mean`)."""
+  return {OUTPUT: lpips_vgg_features(vgg_params, images)}
 
+
+def lpips_vgg_detector(vgg_params: dict) -> Detector:
+  """`lpips_vgg_forward` with its weights, as a `MetricContext` feature network."""
   protocol = f'lpips_vgg16/[-1,1]/scale/area{FEATURE_SIZE}/relu5_3/mean'
-  return Detector(DETECTOR, forward, vgg_params, weights_fingerprint(vgg_params, protocol),
-                  (OUTPUT,))
+  return Detector(DETECTOR, lpips_vgg_forward, vgg_params,
+                  weights_fingerprint(vgg_params, protocol), (OUTPUT,))
 
 
 def _add_detector(ctx: MetricContext) -> None:

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sg2jax.networks.generator import DTYPES
-from sg2jax.networks.layers import (EqualizedConv, EqualizedDense, channels_at,
+from sg2jax.networks.layers import (EqualizedConv, EqualizedDense, block_output, channels_at,
                                     check_full_resolution, check_images, check_resolution)
 from sg2jax.networks.mapping import MappingNetwork
 from sg2jax.networks.synthesis import ARCHITECTURES, check_choice
@@ -43,7 +43,7 @@ class DiscriminatorBlock(nn.Module):
     x = conv(self.tmp_channels, 3, 'conv0', activation='lrelu', conv_clamp=self.conv_clamp)(x)
     x = conv(self.out_channels, 3, 'conv1', activation='lrelu', down=2,
              conv_clamp=self.conv_clamp)(x, gain=gain)
-    return (y + x if resnet else x), img
+    return block_output(y + x if resnet else x, img)
 
 
 class DiscriminatorEpilogue(nn.Module):

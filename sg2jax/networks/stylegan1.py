@@ -31,7 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from sg2jax.networks.generator import GeneratorInterface
-from sg2jax.networks.layers import channels_at, check_images, check_resolution, growth_level
+from sg2jax.networks.layers import (block_output, channels_at, check_images, check_resolution,
+                                    growth_level)
 from sg2jax.networks.mapping import Scalar, tracked_w_avg, truncate
 from sg2jax.networks.synthesis import layer_noise, noise_input, num_ws_for
 from sg2jax.ops.bias_act import bias_act
@@ -241,7 +242,8 @@ class GrowingSynthesisBase(nn.Module):
     for r, block in blocks.items():
       if r > top and not self.is_initializing():
         break
-      x = features[r] = block(x, ws[:, block.layers], noise_mode, noise[block.layers])
+      x = features[r] = block_output(block(x, ws[:, block.layers], noise_mode,
+                                           noise[block.layers]))
     to_rgb = lambda r: blocks[r].to_rgb(features[r], ws)
     if self.is_initializing():
       for r in blocks:
@@ -394,7 +396,7 @@ class GrowingDiscriminatorBase(nn.Module):
     for r, block in blocks.items():
       if r > top:
         continue
-      x = block(x)
+      x = block_output(block(x))
       if r == top:
         x = lerp(x, entry(r // 2), lod - level)
     return head(x, mbstd_shard_size)

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sg2jax.networks.layers import (EqualizedConv, EqualizedDense, channels_at,
+from sg2jax.networks.layers import (EqualizedConv, EqualizedDense, block_output, channels_at,
                                     check_full_resolution, check_resolution)
 from sg2jax.ops.bias_act import bias_act, default_gain
 from sg2jax.ops.equalized import weight_gain
@@ -178,7 +178,7 @@ class SynthesisBlock(nn.Module):
       y = ToRGB(self.img_channels, conv_clamp=self.conv_clamp, fused_modconv=self.fused_modconv,
                 dtype=self.dtype, name='torgb')(x, ws[:, self.num_conv])
       img = y if img is None else img + y
-    return x, img
+    return block_output(x, img)
 
 
 class SynthesisNetwork(nn.Module):

@@ -19,8 +19,15 @@ here. Values equal XLA's derivatives up to float rounding (tests compare first a
 derivatives with `lax.conv_general_dilated`'s own).
 
 On CPU, the large 3x3 stride-1 correlations and their weight gradients (`winograd_applies`) are
-computed by Winograd's F(2x2, 3x3) (`winograd.py`): 2.25x fewer flops, as matrix products. On
-GPU and TPU, XLA's own convolution runs them (cuDNN picks its algorithms; the TPU's MXU).
+computed by Winograd's F(2x2, 3x3) (`winograd.py`): 2.25x fewer flops, as matrix products.
+
+All of the above is the CPU path. In a program compiled for a GPU or a TPU, `conv2d` and
+`transposed_conv2d` are XLA's own convolution (`xla_conv2d`, `xla_transposed_conv2d`: a stride, or
+zeros between the input pixels as `lhs_dilation`) differentiated by JAX: cuDNN and the TPU run
+those derivatives natively, and the polyphase form, whose phases are padded to a common size and
+interleaved, holds several copies of the output in memory at once (measured with the TPU
+compiler, docs/TPU.md). The platform is the one the program is lowered for
+(`lax.platform_dependent`), not the host's: `sg2jax.aot` compiles TPU programs on a CPU host.
 """
 
 import functools
@@ -50,26 +57,55 @@ def conv2d(x: jnp.ndarray, w: jnp.ndarray, stride: int = 1,
   """Cross-correlation `[N, H, W, I] x [kh, kw, I, O] -> [N, H', W', O]` with zero padding
   `((top, bottom), (left, right))` (negative values crop) and a stride;
   `H' = (H + top + bottom - kh) // stride + 1`."""
+  x, padding = _crop(x, padding)
+  stride = int(stride)
+  return lax.platform_dependent(
+      x, w, cpu=lambda x, w: _correlate(x, w, stride, padding),
+      default=lambda x, w: xla_conv2d(x, w, stride, padding))
+
+
+def _crop(x: jnp.ndarray, padding: Padding2d) -> tuple[jnp.ndarray, Padding2d]:
+  """`x` cropped by the negative entries of `padding`; the padding that is left to add."""
   padding = tuple((int(a), int(b)) for a, b in padding)
-  if any(p < 0 for pair in padding for p in pair):  # crop first, then pad
+  if any(p < 0 for pair in padding for p in pair):
     (t, b), (l, r) = padding
     x = lax.pad(x, jnp.zeros((), x.dtype),
                 ((0, 0, 0), (min(t, 0), min(b, 0), 0), (min(l, 0), min(r, 0), 0), (0, 0, 0)))
     padding = ((max(t, 0), max(b, 0)), (max(l, 0), max(r, 0)))
+  return x, padding
+
+
+def _conv2d_cpu(x: jnp.ndarray, w: jnp.ndarray, stride: int = 1,
+                padding: Padding2d = ((0, 0), (0, 0))) -> jnp.ndarray:
+  """`conv2d` on the CPU path (inside it, no platform to choose again)."""
+  x, padding = _crop(x, padding)
   return _correlate(x, w, int(stride), padding)
 
 
-def winograd_applies(kernel_shape, stride: int, output_shape, dtype=jnp.float32,
-                     platform: Optional[str] = None) -> bool:
+def xla_conv2d(x: jnp.ndarray, w: jnp.ndarray, stride: int, padding: Padding2d) -> jnp.ndarray:
+  """`conv2d` (non-negative padding) as XLA's own convolution."""
+  return lax.conv_general_dilated(x, w, window_strides=(stride, stride), padding=padding,
+                                  dimension_numbers=_DIMENSION_NUMBERS)
+
+
+def xla_transposed_conv2d(x: jnp.ndarray, w: jnp.ndarray, up: int) -> jnp.ndarray:
+  """`transposed_conv2d` as XLA's own convolution: `up - 1` zeros between the input pixels
+  (`lhs_dilation`), padding `k - 1`."""
+  kh, kw = w.shape[0], w.shape[1]
+  return lax.conv_general_dilated(x, w, window_strides=(1, 1),
+                                  padding=((kh - 1, kh - 1), (kw - 1, kw - 1)),
+                                  lhs_dilation=(up, up), dimension_numbers=_DIMENSION_NUMBERS)
+
+
+def winograd_applies(kernel_shape, stride: int, output_shape, dtype=jnp.float32) -> bool:
   """Whether a correlation with this `[kh, kw, I, O]` kernel, stride and `[N, Ho, Wo, O]`
-  output (or its weight gradient) is computed by `winograd.py`: 3x3, stride 1, `I` and `O` at
-  least `WINOGRAD_MIN_CHANNELS`, `N Ho Wo` at least `WINOGRAD_MIN_PIXELS`, float32, on CPU
-  (`platform`, default JAX's default backend)."""
+  output (or its weight gradient) is computed by `winograd.py` when the program runs on a CPU:
+  3x3, stride 1, `I` and `O` at least `WINOGRAD_MIN_CHANNELS`, `N Ho Wo` at least
+  `WINOGRAD_MIN_PIXELS`, float32. On other platforms XLA's own convolution always runs."""
   kh, kw, i, o = kernel_shape
-  platform = jax.default_backend() if platform is None else platform
   return ((kh, kw) == (3, 3) and stride == 1 and min(i, o) >= WINOGRAD_MIN_CHANNELS
           and output_shape[0] * output_shape[1] * output_shape[2] >= WINOGRAD_MIN_PIXELS
-          and jnp.dtype(dtype) == jnp.float32 and platform == 'cpu')
+          and jnp.dtype(dtype) == jnp.float32)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
@@ -79,8 +115,7 @@ def _correlate(x: jnp.ndarray, w: jnp.ndarray, stride: int, padding: Padding2d) 
                   (x.shape[2] + l + r - w.shape[1]) // stride + 1, w.shape[3])
   if winograd_applies(w.shape, stride, output_shape, jnp.result_type(x, w)):
     return winograd.correlate3x3(x, w, padding)
-  return lax.conv_general_dilated(x, w, window_strides=(stride, stride), padding=padding,
-                                  dimension_numbers=_DIMENSION_NUMBERS)
+  return xla_conv2d(x, w, stride, padding)
 
 
 def _correlate_fwd(x, w, stride, padding):
@@ -105,9 +140,10 @@ def _data_gradient(dy: jnp.ndarray, w: jnp.ndarray, stride: int, padding: Paddin
   h, wd = x_shape[1], x_shape[2]
   if stride == 1:
     # Padded by kh - 1 - t, its correlation with w_t has exactly H rows.
-    return conv2d(dy, w_t, padding=((kh - 1 - t, h - dy.shape[1] + t),
-                                    (kw - 1 - l, wd - dy.shape[2] + l)))
-  dx = transposed_conv2d(dy, w_t, stride)  # the padded input's: [N, (Ho-1)s+kh, (Wo-1)s+kw, I]
+    return _conv2d_cpu(dy, w_t, padding=((kh - 1 - t, h - dy.shape[1] + t),
+                                         (kw - 1 - l, wd - dy.shape[2] + l)))
+  # The padded input's gradient: [N, (Ho-1)s+kh, (Wo-1)s+kw, I].
+  dx = _polyphase_transposed_conv2d(dy, w_t, stride)
   # Crop the padding; rows and columns that no output reached get zeros.
   return lax.pad(dx, jnp.zeros((), dx.dtype),
                  ((0, 0, 0), (-t, h + t - dx.shape[1], 0), (-l, wd + l - dx.shape[2], 0),
@@ -126,17 +162,21 @@ def _weight_gradient(x: jnp.ndarray, dy: jnp.ndarray, stride: int, padding: Padd
   speed). The hand-written VJP keeps its derivatives in standard layouts.
   """
   kh, kw = kernel_size
-  if winograd_applies((kh, kw, x.shape[-1], dy.shape[-1]), stride, dy.shape,
-                      jnp.result_type(x, dy)):
-    return winograd.weight_gradient3x3(x, dy, padding)
   (t, _), (l, _) = padding
   # High padding that leaves exactly kh x kw outputs (rows past the last window are unused).
   b = (dy.shape[1] - 1) * stride + kh - x.shape[1] - t
   r = (dy.shape[2] - 1) * stride + kw - x.shape[2] - l
-  x = lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (t, b, 0), (l, r, 0), (0, 0, 0)))
-  return lax.conv_general_dilated(x, dy, window_strides=(1, 1), padding='VALID',
-                                  rhs_dilation=(stride, stride),
-                                  dimension_numbers=('CHWN', 'IHWO', 'HWNC'))
+
+  def direct(x, dy):
+    x = lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (t, b, 0), (l, r, 0), (0, 0, 0)))
+    return lax.conv_general_dilated(x, dy, window_strides=(1, 1), padding='VALID',
+                                    rhs_dilation=(stride, stride),
+                                    dimension_numbers=('CHWN', 'IHWO', 'HWNC'))
+
+  if winograd_applies((kh, kw, x.shape[-1], dy.shape[-1]), stride, dy.shape,
+                      jnp.result_type(x, dy)):
+    return winograd.weight_gradient3x3(x, dy, padding)
+  return direct(x, dy)
 
 
 def _weight_gradient_fwd(x, dy, stride, padding, kernel_size):
@@ -167,10 +207,15 @@ def _phase_taps(kernel_size: int, length: int, up: int, phase: int):
 
 
 def transposed_conv2d(x: jnp.ndarray, w: jnp.ndarray, up: int) -> jnp.ndarray:
-  """Correlation of the zero-stuffed input with `w`: `[N, H, W, I] -> [N, (H-1)up+kh, (W-1)up+kw, O]`.
+  """Correlation of the zero-stuffed input with `w`: `[N, H, W, I] -> [N, (H-1)up+kh, (W-1)up+kw, O]`
+  (zeros *between* pixels, pad `k - 1`): on CPU `_polyphase_transposed_conv2d`, elsewhere
+  `xla_transposed_conv2d`."""
+  return lax.platform_dependent(x, w, cpu=lambda x, w: _polyphase_transposed_conv2d(x, w, up),
+                                default=lambda x, w: xla_transposed_conv2d(x, w, up))
 
-  Equal to `conv2d(x, w, padding=k-1, lhs_dilation=up)` (zeros *between* pixels, pad `k - 1`),
-  computed polyphase: output pixel `(up*j + p, up*l + q)` only meets the taps
+
+def _polyphase_transposed_conv2d(x: jnp.ndarray, w: jnp.ndarray, up: int) -> jnp.ndarray:
+  """`transposed_conv2d` computed polyphase: output pixel `(up*j + p, up*l + q)` only meets the taps
   `w[a0_p::up, a0_q::up]`, so each of the `up^2` phases is a small ordinary convolution of `x`,
   and the phases are interleaved. No multiplications by inserted zeros, and the derivatives are
   `conv2d`'s.
@@ -178,7 +223,7 @@ def transposed_conv2d(x: jnp.ndarray, w: jnp.ndarray, up: int) -> jnp.ndarray:
   n, h, wd, _ = x.shape
   kh, kw, _, cout = w.shape
   if up == 1:
-    return conv2d(x, w, padding=((kh - 1, kh - 1), (kw - 1, kw - 1)))
+    return _conv2d_cpu(x, w, padding=((kh - 1, kh - 1), (kw - 1, kw - 1)))
   rows = [_phase_taps(kh, h, up, p) for p in range(up)]
   cols = [_phase_taps(kw, wd, up, q) for q in range(up)]
   n_rows, n_cols = rows[0][4], cols[0][4]  # phase 0 is the longest
@@ -189,7 +234,8 @@ def transposed_conv2d(x: jnp.ndarray, w: jnp.ndarray, up: int) -> jnp.ndarray:
       if taps_h == 0 or taps_w == 0:
         y = jnp.zeros((n, count_h, count_w, cout), x.dtype)
       else:
-        y = conv2d(x, w[a0::up, b0::up], padding=((before_h, after_h), (before_w, after_w)))
+        y = _conv2d_cpu(x, w[a0::up, b0::up],
+                        padding=((before_h, after_h), (before_w, after_w)))
       # Pad every phase to the longest so they interleave: [N, n_rows, n_cols, O].
       row.append(jnp.pad(y, ((0, 0), (0, n_rows - count_h), (0, n_cols - count_w), (0, 0))))
     phases.append(jnp.stack(row, axis=3))  # [N, n_rows, n_cols, up(q), O]

@@ -65,12 +65,15 @@ def upfirdn2d(
      spatially flipped filter; `flip_filter=True` correlates with `f` as it is.
   4. Keep every `down`-th pixel, starting at index 0.
 
-  Steps 1-2 are one `lax.pad` (interior zeros + edge pads; XLA puts interior zeros only
-  *between* pixels, so `up - 1` is added to the high pad to also get the trailing zeros of
-  step 1, SPEC.md §7.3). Steps 3-4 are a weighted sum of strided slices, one per tap (per axis
-  when the filter is an exact outer product, as `[1, 3, 3, 1]`): XLA fuses it into one
-  elementwise loop. (A depthwise `conv_general_dilated` with `feature_group_count=C` computes the
-  same, but XLA:CPU runs it 15-100x slower.)
+  On CPU (`_upfirdn2d_slices`), steps 1-2 are one `lax.pad` (interior zeros + edge pads; XLA
+  puts interior zeros only *between* pixels, so `up - 1` is added to the high pad to also get the
+  trailing zeros of step 1, SPEC.md §7.3) and steps 3-4 a weighted sum of strided slices, one per
+  tap (per axis when the filter is an exact outer product, as `[1, 3, 3, 1]`), which XLA fuses
+  into one elementwise loop; a depthwise convolution computes the same, but XLA:CPU runs it
+  15-100x slower. In programs for GPUs and TPUs (`_upfirdn2d_depthwise`) all four steps are one
+  depthwise convolution (`feature_group_count=C`, the zeros as `lhs_dilation`, the stride as
+  `down`), whose gradient is one too: the slices' gradient is a sum of padded copies of the
+  image, several of them in memory at once (measured with the TPU compiler, docs/TPU.md).
 
   Args:
     x: images `[N, H, W, C]`.
@@ -88,14 +91,25 @@ def upfirdn2d(
   f = np.asarray(f, dtype=np.float64)
   if f.ndim != 2:
     raise ValueError(f'upfirdn2d expects a 2-D filter, got shape {f.shape}')
+  if not flip_filter:
+    f = f[::-1, ::-1]  # true convolution = correlation with the flipped filter
+  f = f * gain
+  pads = (x0, x1, y0, y1)
+  return lax.platform_dependent(
+      x, cpu=lambda x: _upfirdn2d_slices(x, f, up, down, pads),
+      default=lambda x: _upfirdn2d_depthwise(x, f, up, down, pads))
+
+
+def _upfirdn2d_slices(x: jnp.ndarray, f: np.ndarray, up: int, down: int,
+                      pads: tuple[int, int, int, int]) -> jnp.ndarray:
+  """`upfirdn2d` with the correlation filter `f` (already flipped and scaled) as a padded copy
+  and strided slices."""
+  x0, x1, y0, y1 = pads
   x = lax.pad(
       x,
       jnp.zeros((), x.dtype),
       ((0, 0, 0), (y0, y1 + up - 1, up - 1), (x0, x1 + up - 1, up - 1), (0, 0, 0)),
   )
-  if not flip_filter:
-    f = f[::-1, ::-1]  # true convolution = correlation with the flipped filter
-  f = f * gain
   rows, cols = separable_factors(f)
   if rows is not None:
     return _correlate_1d(_correlate_1d(x, rows, 1, down), cols, 2, down)
@@ -112,6 +126,23 @@ def upfirdn2d(
       term = window * jnp.asarray(f[i, j], x.dtype)
       out = term if out is None else out + term
   return out
+
+
+def _upfirdn2d_depthwise(x: jnp.ndarray, f: np.ndarray, up: int, down: int,
+                         pads: tuple[int, int, int, int]) -> jnp.ndarray:
+  """`upfirdn2d` with the correlation filter `f` (already flipped and scaled) as one depthwise
+  convolution: `up - 1` zeros between pixels (`lhs_dilation`) and after the last one (in the high
+  padding, which like the low one may be negative: a crop of the upsampled image); stride
+  `down`."""
+  x0, x1, y0, y1 = pads
+  channels = x.shape[-1]
+  kernel = jnp.broadcast_to(jnp.asarray(f, x.dtype)[:, :, None, None],
+                            f.shape + (1, channels))
+  return lax.conv_general_dilated(
+      x, kernel, window_strides=(down, down),
+      padding=((y0, y1 + up - 1), (x0, x1 + up - 1)),
+      lhs_dilation=(up, up), dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+      feature_group_count=channels)
 
 
 def separable_factors(f: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:

@@ -33,10 +33,11 @@ from sg2jax.networks.layers import check_resolution
 from sg2jax.networks.progressive import ProgressiveDiscriminator, ProgressiveGenerator
 from sg2jax.networks.stylegan1 import BasicDiscriminator, StyleGenerator
 from sg2jax.networks.weights import NetworkWeights, build_network, network_config
-from sg2jax.sharding import check_batch_size, make_mesh
+from sg2jax.sharding import batch_sharded, check_batch_size, make_mesh
 from sg2jax.train.optimizers import NAN_POLICIES, make_adam
 from sg2jax.train.schedule import FixedSchedule, GrowingSchedule, Stage
-from sg2jax.train.step import AugmentSettings, Models, StepConfig, ema_beta
+from sg2jax.train.step import (REMAT_MODES, AugmentSettings, Models, StepConfig, ema_beta,
+                               path_length_batch)
 
 CONFIG_FILE = 'config.json'
 
@@ -115,7 +116,8 @@ class Experiment:
 
   @property
   def models(self) -> Models:
-    return Models(self.generator, self.discriminator, self.g_tx, self.d_tx)
+    return Models(self.generator, self.discriminator, self.g_tx, self.d_tx,
+                  batch_sharded(self.mesh))
 
   @property
   def augment(self) -> Optional[AugmentSettings]:
@@ -156,7 +158,8 @@ def derived_hyperparameters(config: ml_collections.ConfigDict,
     ada_kimg = 100.0 if config.resume_from else 500.0
   return Hyperparameters(
       batch_size=batch, num_devices=num_devices, batch_per_device=batch // max(num_devices, 1),
-      pl_batch_size=batch // config.pl_batch_shrink, ema_beta=float(ema_beta(batch, config.ema_kimg)),
+      pl_batch_size=path_length_batch(batch, config.pl_batch_shrink, num_devices),
+      ema_beta=float(ema_beta(batch, config.ema_kimg)),
       total_nimg=int(math.ceil(config.total_kimg * 1000)),
       total_steps=math.ceil(config.total_kimg * 1000 / batch), ada_kimg=float(ada_kimg),
       **adjusted)
@@ -191,7 +194,8 @@ def step_template(config: ml_collections.ConfigDict, hyper: Hyperparameters) -> 
       pl_weight=config.pl_weight, pl_decay=config.pl_decay,
       g_reg_interval=config.g_reg_interval, d_reg_interval=config.d_reg_interval,
       ema_kimg=config.ema_kimg, ema_rampup=ema_rampup,
-      augment=augment_settings(config, hyper))
+      augment=augment_settings(config, hyper), remat=config.remat,
+      num_devices=hyper.num_devices)
 
 
 def make_schedule(config: ml_collections.ConfigDict, resolution: int, progressive: bool,
@@ -207,7 +211,7 @@ def make_schedule(config: ml_collections.ConfigDict, resolution: int, progressiv
       lazy_regularization_factor(config.d_reg_interval))
 
 
-def check_batches(schedule, mesh: Mesh, pl_batch_shrink: int) -> int:
+def check_batches(schedule, mesh: Mesh) -> int:
   """Checks every (minibatch, per-GPU minibatch) the run will use against the devices before
   training starts; returns the largest minibatch."""
   if schedule.progressive:
@@ -220,7 +224,6 @@ def check_batches(schedule, mesh: Mesh, pl_batch_shrink: int) -> int:
   for resolution, (batch, batch_gpu) in settings.items():
     where = f' (at resolution {resolution})' if schedule.progressive else ''
     per_device = check_batch_size(batch, mesh, f'batch_size{where}')
-    check_batch_size(batch // pl_batch_shrink, mesh, f'batch_size / pl_batch_shrink{where}')
     if batch % batch_gpu:
       raise ValueError(f'batch_size {batch}{where} is not a multiple of batch_gpu {batch_gpu}')
     if per_device % batch_gpu and batch_gpu % per_device:
@@ -236,12 +239,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
                      f'{", ".join(NAN_POLICIES)}')
   if config.batch_size <= 0 or config.batch_gpu <= 0:
     raise ValueError('config.batch_size and config.batch_gpu must be positive')
-  if config.batch_size % config.pl_batch_shrink:
-    raise ValueError(f'config.batch_size {config.batch_size} is not divisible by '
-                     f'config.pl_batch_shrink {config.pl_batch_shrink}')
+  if config.pl_batch_shrink < 1:
+    raise ValueError(f'config.pl_batch_shrink {config.pl_batch_shrink} must be >= 1')
   for key in ('g_reg_interval', 'd_reg_interval'):
     if config[key] is not None and config[key] < 1:
       raise ValueError(f'config.{key} must be >= 1, or None to regularize in every main step')
+  if config.remat not in REMAT_MODES:
+    raise ValueError(f'config.remat {config.remat!r} is not one of {", ".join(REMAT_MODES)}')
   if config.precision not in ('highest', 'high', 'default'):
     raise ValueError(f'config.precision {config.precision!r} is not highest, high or default')
   if config.augment not in AUGMENT_MODES:
@@ -414,7 +418,7 @@ def build_models(config: ml_collections.ConfigDict, resolution: int, channels: i
   else:
     generator, discriminator = transfer_networks(config, transfer, resolution, channels, c_dim)
   schedule = make_schedule(config, resolution, generator.progressive, hyper)
-  check_batches(schedule, mesh, config.pl_batch_shrink)
+  check_batches(schedule, mesh)
   spec = AugmentSpec.from_preset(config.augment_pipe)
   if config.augment != 'none' and spec.color_enabled(channels) and channels not in (1, 3):
     raise ValueError(f'config.augment_pipe {config.augment_pipe!r} has colour transforms, which '
@@ -455,7 +459,7 @@ def build(config: ml_collections.ConfigDict, mesh: Optional[Mesh] = None) -> Exp
                      f'prepare the data with `python -m sg2jax.dataset_tool --resolution '
                      f'{resolution}`')
   exp = build_models(config, resolution, channels, source.label_dim, mesh, transfer)
-  largest_batch = check_batches(exp.schedule, mesh, config.pl_batch_shrink)
+  largest_batch = check_batches(exp.schedule, mesh)
   exp.data = TrainData(source, resolution, channels, largest_batch, seed=config.seed,
                        mirror=spec.mirror, max_images=spec.max_images,
                        num_threads=config.data.num_threads, prefetch=config.data.prefetch,

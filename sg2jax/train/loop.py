@@ -28,6 +28,7 @@ from sg2jax.data.pipeline import BadImageError
 from sg2jax.images import make_grid, save_image, to_uint8
 from sg2jax.sharding import global_batch, replicated
 from sg2jax.train.build import CONFIG_FILE, Experiment, build
+from sg2jax.train.programs import sample_grid_function
 from sg2jax.train.schedule import optimizer_reset_due
 from sg2jax.train.state import (AugmentedGANState, GANState, checkpoint_layout,
                                 continue_augment, init_state, reset_optimizers)
@@ -286,15 +287,8 @@ class _SampleGrid:
 
   def __init__(self, exp: Experiment, directory: Path, count: int, seed: int):
     self.directory = directory
-    g = exp.generator
-    self.z = jax.random.normal(jax.random.fold_in(jax.random.key(seed), 0x5A3), (count, g.z_dim))
-    self.c = None
-    if g.c_dim > 0:
-      self.c = jax.nn.one_hot(jnp.arange(count) % g.c_dim, g.c_dim)
-    self.generate = jax.jit(
-        lambda v, z, c, lod, resolution: g.apply(v, z, c, noise_mode='const', lod=lod,
-                                                 resolution=resolution),
-        static_argnums=4, out_shardings=replicated(exp.mesh))
+    self.function = sample_grid_function(exp, count, seed)
+    self.z, self.c = self.function.latents()
     self.count = count
 
   def save_reals(self, source) -> None:
@@ -303,8 +297,8 @@ class _SampleGrid:
     save_image(self.directory / 'reals.png', make_grid(images))
 
   def write(self, state: GANState, step: int, writer, stage) -> None:
-    images = jax.device_get(self.generate(state.g_ema, self.z, self.c, jnp.float32(stage.lod),
-                                          stage.resolution))
+    images = jax.device_get(self.function.jitted(state.g_ema, self.z, self.c,
+                                                 jnp.float32(stage.lod), stage.resolution))
     grid = make_grid(to_uint8(images))
     if jax.process_index() == 0:
       self.directory.mkdir(parents=True, exist_ok=True)

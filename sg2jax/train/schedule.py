@@ -56,6 +56,10 @@ class FixedSchedule:
     del nimg
     return Stage(0.0, self.resolution, self.batch_size, self.batch_gpu, self.g_lr, self.d_lr)
 
+  def stages(self) -> list[Stage]:
+    """One stage per set of compiled programs: the run's only one."""
+    return [self.at(0)]
+
 
 @dataclasses.dataclass(frozen=True)
 class GrowingSchedule:
@@ -84,8 +88,17 @@ class GrowingSchedule:
 
   def at(self, nimg: int) -> Stage:
     lod = self.lod_at(nimg / 1000.0)
-    resolution = 2 ** (int(math.log2(self.resolution)) - int(math.floor(lod)))
+    return self._stage(lod, 2 ** (int(math.log2(self.resolution)) - int(math.floor(lod))))
+
+  def _stage(self, lod: float, resolution: int) -> Stage:
     lr = self.lrs.get(resolution, self.lr)
     return Stage(lod, resolution, self.batch_sizes.get(resolution, self.batch_size),
                  self.batch_gpus.get(resolution, self.batch_gpu), lr * self.g_lr_factor,
                  lr * self.d_lr_factor)
+
+  def stages(self) -> list[Stage]:
+    """One stage per set of compiled programs: each working resolution, from the initial one
+    to R, at its stable level of detail (its fade-in runs the same programs: `lod` is traced)."""
+    top = int(math.log2(self.resolution))
+    levels = top - int(math.log2(self.initial_resolution))
+    return [self._stage(float(level), 2 ** (top - level)) for level in range(levels, -1, -1)]

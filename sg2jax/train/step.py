@@ -32,12 +32,20 @@ from jax.sharding import Mesh
 from sg2jax import losses
 from sg2jax.augment import AugmentSpec, augment_images
 from sg2jax.networks.generator import mix_styles, sample_mixing_cutoff
+from sg2jax.networks.layers import BLOCK_OUTPUT
 from sg2jax.ops.pyramid import lower_resolution_copy, process_reals
 from sg2jax.sharding import batch_sharded, replicated
 from sg2jax.train.optimizers import all_finite
 from sg2jax.train.state import AugmentState, GANState
 
 PHASE_NAMES = ('g_main', 'g_reg', 'd_main', 'd_reg', 'ema', 'ada')
+# Rematerialization of G's synthesis network and of D in the phases' backward passes:
+# - 'none': XLA keeps what it chooses (every intermediate the derivatives need, as a rule);
+# - 'blocks': only each block's outputs (`networks.layers.BLOCK_OUTPUT`) are kept; the rest of a
+#   block is computed again when its gradient is taken. The values are those of 'none' (the
+#   same operations run again); the memory of a block's intermediates is paid for one block at a
+#   time, for about one more forward pass of arithmetic.
+REMAT_MODES = ('none', 'blocks')
 AUGMENT_STREAM = 0xADA  # a phase's augmentation key: fold_in(phase key, AUGMENT_STREAM)
 
 
@@ -80,19 +88,43 @@ class StepConfig:
   resolution: Optional[int] = None  # working resolution of progressive networks (None: R)
   level: int = 0  # floor(lod) at that resolution: log2(R / resolution)
   augment: Optional[AugmentSettings] = None  # None: D sees the images as they are
+  remat: str = 'none'  # REMAT_MODES: what G's synthesis and D keep for their backward pass
+  num_devices: int = 1  # devices the batch is split over
 
   @property
   def pl_batch_size(self) -> int:
-    """The path-length batch: `batch_size / pl_batch_shrink` (SPEC.md §3.3)."""
-    return self.batch_size // self.pl_batch_shrink
+    """The path-length batch (`path_length_batch`)."""
+    return path_length_batch(self.batch_size, self.pl_batch_shrink, self.num_devices)
+
+
+def path_length_batch(batch_size: int, pl_batch_shrink: int, num_devices: int) -> int:
+  """The path-length regularizer's batch: `pl_batch_shrink` times smaller than the minibatch on
+  every device, and at least one image per device, as the official code shrinks each GPU's part
+  (`max(1, batch_per_gpu // pl_batch_shrink)`, SPEC.md §3.3): `batch_size / pl_batch_shrink`
+  whenever the shrink divides the per-device batch."""
+  per_device = batch_size // num_devices
+  return num_devices * max(1, per_device // pl_batch_shrink)
 
 
 class Models(NamedTuple):
-  """The networks and optimizers the phases close over."""
+  """The networks and optimizers the phases close over, and how a batch lies on the devices.
+
+  `rows` is the batch's sharding (rows split over the mesh's 'data' axis). The latents a phase
+  draws itself (z, the path-length batch and its image-space noise) are laid out that way too:
+  nothing else ties G's computation to the batch's devices, and XLA would otherwise compute
+  every fake image of the minibatch on every device. With `jax_threefry_partitionable` the
+  values drawn do not depend on the layout. None: one device, nothing to lay out.
+  """
   generator: object
   discriminator: object
   g_tx: optax.GradientTransformation
   d_tx: optax.GradientTransformation
+  rows: Optional[jax.sharding.Sharding] = None
+
+
+def split_rows(models: Models, x: jnp.ndarray) -> jnp.ndarray:
+  """`x` (leading axis: samples) split over the devices as the batch is (`Models.rows`)."""
+  return x if models.rows is None else jax.lax.with_sharding_constraint(x, models.rows)
 
 
 def ema_beta(batch_size: int, ema_kimg: float, nimg=None, rampup: Optional[float] = None):
@@ -151,19 +183,31 @@ def run_generator(models: Models, cfg: StepConfig, g_vars: dict, z, c, key):
   if cfg.style_mixing_prob > 0:
     cutoff = sample_mixing_cutoff(key_mix, generator.num_ws - 2 * cfg.level,
                                   cfg.style_mixing_prob)
-    ws2 = generator.apply(g_vars, jax.random.normal(key_z2, z.shape), c, method='map')
+    z2 = split_rows(models, jax.random.normal(key_z2, z.shape))
+    ws2 = generator.apply(g_vars, z2, c, method='map')
     ws = mix_styles(ws, ws2, cutoff)
   return ws, mutated['stats'], key_noise
 
 
+def rematerialized(cfg: StepConfig, fn: Callable) -> Callable:
+  """`fn` with the phases' rematerialization policy (`cfg.remat`, `REMAT_MODES`)."""
+  if cfg.remat == 'none':
+    return fn
+  return jax.checkpoint(fn, policy=jax.checkpoint_policies.save_only_these_names(BLOCK_OUTPUT))
+
+
 def synthesize(models: Models, cfg: StepConfig, g_vars: dict, ws, key_noise, lod):
-  return models.generator.apply(g_vars, ws, 'random', rngs={'noise': key_noise},
-                                method='synthesize', lod=lod, resolution=cfg.resolution)
+  def run(g_vars, ws, key_noise, lod):
+    return models.generator.apply(g_vars, ws, 'random', rngs={'noise': key_noise},
+                                  method='synthesize', lod=lod, resolution=cfg.resolution)
+  return rematerialized(cfg, run)(g_vars, ws, key_noise, lod)
 
 
 def discriminate(models: Models, cfg: StepConfig, d_vars: dict, img, c, lod):
-  return models.discriminator.apply(d_vars, img, c, cfg.mbstd_shard_size, lod=lod,
-                                    resolution=cfg.resolution)
+  def run(d_vars, img, c, lod):
+    return models.discriminator.apply(d_vars, img, c, cfg.mbstd_shard_size, lod=lod,
+                                      resolution=cfg.resolution)
+  return rematerialized(cfg, run)(d_vars, img, c, lod)
 
 
 def augment(cfg: StepConfig, state: GANState, key, img):
@@ -187,11 +231,12 @@ def path_length_terms(models: Models, cfg: StepConfig, g_vars: dict, pl_mean, c,
   """(penalty per sample, new pl_mean, new stats, lengths) on a fresh `pl_batch_size` batch."""
   generator = models.generator
   key_z, key_g, key_y = jax.random.split(key, 3)
-  z = jax.random.normal(key_z, (cfg.pl_batch_size, generator.z_dim))
+  z = split_rows(models, jax.random.normal(key_z, (cfg.pl_batch_size, generator.z_dim)))
   c = None if c is None else c[:cfg.pl_batch_size]
   ws, stats, key_noise = run_generator(models, cfg, g_vars, z, c, key_g)
   r = generator.img_resolution
-  y = jax.random.normal(key_y, (cfg.pl_batch_size, r, r, generator.img_channels))
+  y = split_rows(models, jax.random.normal(key_y, (cfg.pl_batch_size, r, r,
+                                                  generator.img_channels)))
   lengths, _ = losses.path_lengths(
       lambda w: synthesize(models, cfg, g_vars, w, key_noise, lod), ws, y)
   penalty, pl_mean = losses.path_length_penalty(lengths, pl_mean, cfg.pl_decay)
@@ -215,7 +260,7 @@ def g_main(models: Models, cfg: StepConfig, state: GANState, batch: dict, lod):
   key_z, key_g, key_pl = jax.random.split(key, 3)
   key_augment = _augment_key(key)
   c = labels(batch)
-  z = jax.random.normal(key_z, (cfg.batch_size, models.generator.z_dim))
+  z = split_rows(models, jax.random.normal(key_z, (cfg.batch_size, models.generator.z_dim)))
   with_pl = cfg.g_reg_interval is None and cfg.pl_weight > 0
 
   def loss_fn(params):
@@ -272,7 +317,7 @@ def d_main(models: Models, cfg: StepConfig, state: GANState, batch: dict, lod):
   key_augment_fake, key_augment_real = jax.random.split(_augment_key(key))
   c = labels(batch)
   real = real_images(batch, cfg, lod)
-  z = jax.random.normal(key_z, (cfg.batch_size, models.generator.z_dim))
+  z = split_rows(models, jax.random.normal(key_z, (cfg.batch_size, models.generator.z_dim)))
   ws, stats, key_noise = run_generator(models, cfg, state.g, z, c, key_g)
   fake = jax.lax.stop_gradient(synthesize(models, cfg, state.g, ws, key_noise, lod))
   with_r1 = cfg.d_reg_interval is None and cfg.r1_gamma > 0

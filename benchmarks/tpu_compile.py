@@ -1,0 +1,117 @@
+"""The README's TPU table: `sg2jax.aot` over TPU slices, resolutions and numeric settings.
+
+  python benchmarks/tpu_compile.py --slices v5e-8 --resolutions 256,1024 \\
+      --settings bfloat16/default --out benchmarks/results/tpu_compile.jsonl
+  python benchmarks/tpu_compile.py --table benchmarks/results/tpu_compile.jsonl
+
+Each combination compiles the training phases of a config (default: the ffhq preset, config F)
+at a resolution, with `batch_gpu` (the official per-GPU batch, 4) images per chip, for the
+slice's compile-only devices, and appends one JSON line per program (`sg2jax.aot`'s report,
+with the command, commit, date and machine). A combination already in `--out` is skipped, so an
+interrupted run continues where it stopped. `--max-batch` also bisects the largest per-chip
+batch of each phase (one compile per try). These are the TPU compiler's facts about memory and
+arithmetic, not run times.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent.parent))
+
+import results  # noqa: E402  (benchmarks/results.py)
+
+PHASES = ('g_main', 'g_reg', 'd_main', 'd_reg')
+
+
+def combination_key(row: dict) -> tuple:
+  return (row['config'], row['topology'], row['resolution_setting'], row['dtype'],
+          row['precision'], row.get('remat', 'none'), row.get('max_batch', False))
+
+
+def run(args) -> None:
+  from sg2jax import aot, topology
+  topology.prepare_environment()
+  from sg2jax.cli import configure_jax, load_config, override_config
+  done = {combination_key(row) for row in results.read(args.out)}
+  record = results.provenance()
+  for name in args.slices.split(','):
+    slice_ = topology.parse_slice(name)
+    devices = None
+    for resolution in (int(r) for r in args.resolutions.split(',')):
+      for setting in args.settings.split(','):
+        dtype, precision = setting.split('/')
+        tags = {'config': args.config, 'topology': slice_.name, 'resolution_setting': resolution,
+                'dtype': dtype, 'precision': precision, 'remat': args.remat,
+                'max_batch': args.max_batch}
+        if combination_key(tags) in done:
+          print(f'done already: {tags}', file=sys.stderr)
+          continue
+        config = override_config(load_config(args.config, None), args.override)
+        config.resolution = resolution
+        config.batch_size = config.batch_gpu * slice_.chips
+        config.G.dtype = config.D.dtype = dtype
+        config.precision = precision
+        config.remat = args.remat
+        configure_jax(precision, compile_cache='none')
+        devices = devices or topology.compile_only_devices(slice_)
+        print(f'compiling {tags} ...', file=sys.stderr, flush=True)
+        reports = aot.compile_run(config, slice_, devices, args.programs.split(','),
+                                  max_batch=args.max_batch,
+                                  progress=lambda line: print(line, file=sys.stderr, flush=True))
+        results.append(args.out, ({**record, **tags, **r.as_dict()} for r in reports))
+
+
+def table(path: str) -> str:
+  """The README table: per (slice, resolution, setting), HBM of the largest phase per chip,
+  whether every phase fits, the largest per-chip batch (where bisected) and GFLOP per image."""
+  rows = results.read(path)
+  groups: dict[tuple, list[dict]] = {}
+  for row in rows:
+    groups.setdefault(combination_key(row)[:6], []).append(row)
+  lines = ['| slice | chip | resolution | setting | batch per chip | every phase compiles '
+           '| largest phase: HBM per chip | of | largest batch per chip | GFLOP per image |',
+           '|---|---|---:|---|---:|---|---:|---:|---:|---:|']
+  for key in sorted(groups, key=lambda k: (k[0], k[1], k[2], k[3], k[4], k[5])):
+    group = [r for r in groups[key] if r['program'].split('@')[0] in PHASES]
+    if not group:
+      continue
+    _, slice_name, resolution, dtype, precision, remat = key
+    largest = max(group, key=lambda r: r['hbm_gib'] or 0)
+    fits = all(r['ok'] and r['fits'] for r in group)
+    batches = [r.get('max_batch_per_chip') for r in group]
+    largest_batch = (min(b for b in batches) if all(b is not None for b in batches)
+                     else '')
+    per_image = sum(r['gflop_per_image'] for r in group if r.get('gflop_per_image')
+                    and r['program'].split('@')[0] in ('g_main', 'd_main'))
+    setting = f'{dtype} {precision}' + (f', remat {remat}' if remat != 'none' else '')
+    lines.append(
+        f'| {slice_name} | {largest["chip"]} | {resolution} | {setting} | '
+        f'{largest["batch_per_chip"]} | {"yes" if fits else "**no**"} | '
+        f'{largest["hbm_gib"]:.2f} GiB ({largest["program"]}) | {largest["capacity_gib"]:.2f} | '
+        f'{largest_batch} | {per_image:.0f} |')
+  return '\n'.join(lines)
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument('--config', default='experiments/ffhq.py')
+  p.add_argument('--slices', default='v5e-8')
+  p.add_argument('--resolutions', default='256,512,1024')
+  p.add_argument('--settings', default='float32/highest,float32/default,bfloat16/default')
+  p.add_argument('--programs', default=','.join(PHASES))
+  p.add_argument('--remat', default='none')
+  p.add_argument('--max-batch', action='store_true')
+  p.add_argument('--out', default=str(results.RESULTS / 'tpu_compile.jsonl'))
+  p.add_argument('--table', metavar='RESULTS', help='print the README table of a results file')
+  args, override = p.parse_known_args()
+  args.override = override
+  if args.table:
+    print(table(args.table))
+    return
+  run(args)
+
+
+if __name__ == '__main__':
+  main()

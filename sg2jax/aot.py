@@ -1,0 +1,247 @@
+"""Compile a training run for a Cloud TPU slice on this host, and say whether it fits.
+
+  python -m sg2jax.aot --topology v5e-8 --config experiments/ffhq.py [--config.KEY=VALUE ...]
+  python -m sg2jax.aot --topology v5e-1 --config experiments/ffhq.py --max-batch --json
+
+Every program the run would compile on that slice — each training phase at every stage of the
+schedule (configs A-D: every resolution), the snapshot grid, and the metric programs of
+`config.metrics` — is compiled by the real TPU compiler (libtpu: `pip install -e ".[tpu]"`) for
+compile-only devices: nothing runs, no TPU is needed, and nothing leaves this host. Per program
+and per chip it prints the HBM the program needs (arguments + outputs + temporaries - aliased)
+against the chip's capacity, whether it fits, XLA's GFLOP per call and the compile time.
+`--max-batch` finds the largest per-chip batch that fits for each phase (doubling, then
+bisecting; each try is a compile). These are the compiler's facts, not run times.
+
+Exit status 1 when a program fails to compile or does not fit, with one line naming it and what
+to change. The same libtpu version and XLA flags must be used at run time for the verdicts to
+carry over (docs/TPU.md).
+"""
+
+import argparse
+import json
+import sys
+from typing import Optional, Sequence
+
+from sg2jax.cli import add_debug_flag, load_config, override_config, run
+
+from sg2jax.train.step import PHASE_NAMES as PHASES  # noqa: E402
+PROGRAMS = PHASES + ('samples', 'metrics')
+
+
+def parse_args(argv: Optional[Sequence[str]] = None):
+  p = argparse.ArgumentParser(prog='python -m sg2jax.aot', description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument('--topology', required=True,
+                 help='Cloud TPU slice: v5e-1, v5e-8, v5e-256, v6e-8, v4-8, v5p-8, ...')
+  p.add_argument('--config', required=True,
+                 help="experiment config: FILE.py[:ARG] or a run's config.json; keys with "
+                      '--config.KEY=VALUE')
+  p.add_argument('--programs', default='',
+                 help=f'comma-separated subset of {",".join(PROGRAMS)} (default: all the run '
+                      f'compiles)')
+  p.add_argument('--max-batch', action='store_true',
+                 help='also find the largest per-chip batch that fits, per training phase')
+  p.add_argument('--json', action='store_true', help='one JSON line per program')
+  add_debug_flag(p)
+  args, overrides = p.parse_known_args(argv)
+  return args, overrides
+
+
+def parse_programs(text: str) -> Optional[list[str]]:
+  names = [n.strip() for n in text.split(',') if n.strip()]
+  unknown = [n for n in names if n not in PROGRAMS]
+  if unknown:
+    raise ValueError(f'--programs: unknown {", ".join(unknown)}; choose from '
+                     f'{", ".join(PROGRAMS)}')
+  return names or None
+
+
+def data_shape(config) -> tuple[int, int, int]:
+  """(resolution, channels, label dimensions) of the run: from its dataset when
+  `config.data.path` names one that is here, else `config.resolution`, RGB, unconditional."""
+  from sg2jax.data.sources import image_shape
+  from sg2jax.train.build import dataset_spec
+  spec = dataset_spec(config)
+  if config.data.source == 'shapes' or (config.data.path and _exists(config.data.path)):
+    source = spec.open()
+    height, _, channels = image_shape(source)
+    return config.resolution or height, channels, source.label_dim if config.cond else 0
+  if not config.resolution:
+    raise ValueError('the run\'s resolution is unknown: set --config.resolution=R (or '
+                     '--config.data.path to a dataset on this host)')
+  if config.cond:
+    raise ValueError('a conditional run (config.cond) needs its dataset to know the number of '
+                     'classes: set --config.data.path to it')
+  return config.resolution, 3, 0
+
+
+def _exists(path: str) -> bool:
+  from pathlib import Path
+  return Path(path).expanduser().exists()
+
+
+def build_for(config, mesh, shape):
+  """The run's `Experiment` on `mesh` (networks, optimizers, schedule; no data)."""
+  from sg2jax.train.build import build_models, load_transfer
+  transfer = load_transfer(config.resume_from) if config.resume_from else None
+  resolution, channels, c_dim = shape
+  return build_models(config, resolution, channels, c_dim, mesh, transfer)
+
+
+def compile_run(config, slice_, devices, names: Optional[Sequence[str]], max_batch: bool,
+                progress=None) -> list:
+  """Compiles the run's programs for the slice's `devices`; `ProgramReport`s in order."""
+  from sg2jax import topology
+  from sg2jax.sharding import make_mesh
+  from sg2jax.train.programs import training_programs
+  mesh = make_mesh(devices)
+  capacity = topology.hbm_capacity(devices[0])
+  shape = data_shape(config)
+  exp = build_for(config, mesh, shape)
+  programs = training_programs(exp, shape[1], shape[2], config.grid_size, config.seed,
+                               names=names)
+  reports = []
+  for program in programs:
+    if progress:
+      progress(f'compiling {program.name} for {slice_.name} ...')
+    per_chip = max(1, program.stage.batch_size // slice_.chips)
+    report = topology.compile_report(program.name, program.lower, capacity, per_chip)
+    report.extra.update(_context(slice_, devices, config, program))
+    if report.gflop is not None:
+      report.extra['gflop_per_image'] = round(report.gflop * slice_.chips / program.images, 3)
+    if max_batch and program.name.split('@')[0] in PHASES:
+      report.extra['max_batch_per_chip'] = largest_batch(config, mesh, shape, program, capacity,
+                                                         slice_, progress)
+    reports.append(report)
+  if names is None or 'metrics' in names:
+    reports += metric_reports(config, exp, mesh, capacity, slice_, devices, progress)
+  return reports
+
+
+def _context(slice_, devices, config, program) -> dict:
+  return {'topology': slice_.name, 'chip': devices[0].device_kind, 'chips': slice_.chips,
+          'resolution': program.stage.resolution, 'batch': program.stage.batch_size,
+          'images': program.images, 'dtype': config.G.dtype, 'precision': config.precision,
+          'remat': config.remat}
+
+
+def largest_batch(config, mesh, shape, program, capacity, slice_, progress) -> Optional[int]:
+  """The largest per-chip batch with which `program`'s phase fits (its stage's batch replaced;
+  `batch_gpu` kept where it divides the per-chip batch, else the per-chip batch)."""
+  from sg2jax import topology
+  from sg2jax.train.programs import training_programs
+  phase = program.name.split('@')[0]
+
+  def fits(per_chip: int) -> bool:
+    trial = _with_batch(config, program.stage.resolution, per_chip * slice_.chips, per_chip)
+    exp = build_for(trial, mesh, shape)
+    candidates = [p for p in training_programs(exp, shape[1], shape[2], 1, names=[phase])
+                  if p.stage.resolution == program.stage.resolution]
+    report = topology.compile_report(phase, candidates[0].lower, capacity, per_chip)
+    if progress:
+      verdict = 'fits' if report.fits else 'does not fit'
+      progress(f'  {program.name}: {per_chip} per chip {verdict} ({report.hbm_gib} GiB)')
+    return report.ok and report.fits
+
+  start = max(1, program.stage.batch_size // slice_.chips)
+  return topology.largest_fitting(fits, start)
+
+
+def _with_batch(config, resolution: int, batch: int, per_chip: int):
+  """A copy of `config` whose minibatch at `resolution` is `batch` (growing runs: that
+  resolution's entry)."""
+  trial = config.copy_and_resolve_references()
+  with trial.unlocked():
+    if trial.G.type == 'Generator':
+      trial.batch_size = batch
+      if per_chip % trial.batch_gpu:
+        trial.batch_gpu = per_chip
+    else:
+      sizes = dict(trial.growing.batch_sizes)
+      gpus = dict(trial.growing.batch_gpus)
+      sizes[resolution] = batch
+      if per_chip % gpus.get(resolution, trial.batch_gpu):
+        gpus[resolution] = per_chip
+      trial.growing.batch_sizes = tuple(sorted(sizes.items()))
+      trial.growing.batch_gpus = tuple(sorted(gpus.items()))
+  return trial
+
+
+def metric_reports(config, exp, mesh, capacity, slice_, devices, progress) -> list:
+  """The programs `config.metrics` runs at every snapshot (none when it names no metric)."""
+  from sg2jax import topology
+  from sg2jax.metrics.programs import metric_programs
+  reports = []
+  for name, lower, images in metric_programs(list(config.metrics), exp.generator, mesh,
+                                             config.batch_size, exp.generator.img_channels):
+    if progress:
+      progress(f'compiling {name} for {slice_.name} ...')
+    report = topology.compile_report(name, lower, capacity,
+                                     max(1, config.batch_size // slice_.chips))
+    report.extra.update({'topology': slice_.name, 'chip': devices[0].device_kind,
+                         'chips': slice_.chips, 'batch': images, 'dtype': 'float32',
+                         'precision': config.precision})
+    reports.append(report)
+  return reports
+
+
+def format_row(report) -> str:
+  """One line of the human-readable table."""
+  r = report
+  if not r.ok:
+    return f'{r.program:<14} FAILED to compile: {r.error}'
+  hbm = '?' if r.hbm_gib is None else f'{r.hbm_gib:.2f}'
+  verdict = 'fits' if r.fits else 'DOES NOT FIT'
+  line = (f'{r.program:<14} {r.extra.get("batch", "")!s:>5} ({r.batch_per_chip}/chip)  '
+          f'HBM {hbm:>6} of {r.capacity_gib:.2f} GiB  {verdict:<12}')
+  if r.gflop is not None:
+    line += f'  {r.gflop:>10.1f} GFLOP'
+  line += f'  compiled in {r.compile_seconds:.0f} s'
+  if 'max_batch_per_chip' in r.extra:
+    line += f'  largest batch per chip: {r.extra["max_batch_per_chip"]}'
+  return line
+
+
+def problems(reports) -> list[str]:
+  """One line per program that failed to compile or does not fit, saying what to change."""
+  lines = []
+  for r in reports:
+    if not r.ok:
+      lines.append(f'{r.program} failed to compile for {r.extra.get("topology")}: {r.error}')
+    elif not r.fits:
+      at_least = 'at least ' if r.argument_gib is None else ''  # refused: temporaries only
+      lines.append(
+          f'{r.program} needs {at_least}{r.hbm_gib:.2f} GiB per chip on {r.extra.get("chip")}, '
+          f'which has {r.capacity_gib} GiB, at {r.batch_per_chip} images per chip: lower '
+          f'--config.batch_size (--max-batch finds the largest that fits), or try '
+          f'--config.remat=blocks, --config.G.dtype=bfloat16 --config.D.dtype=bfloat16, or a '
+          f'slice with more chips')
+  return lines
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  args, overrides = parse_args(argv)
+  from sg2jax import topology
+  topology.prepare_environment()  # before libtpu or a JAX backend starts
+  config = override_config(load_config(args.config, None), overrides)
+  names = parse_programs(args.programs)
+  slice_ = topology.parse_slice(args.topology)
+  from sg2jax.cli import configure_jax
+  configure_jax(config.precision, compile_cache='none')
+  devices = topology.compile_only_devices(slice_)
+  reports = compile_run(config, slice_, devices, names, max_batch=args.max_batch,
+                        progress=None if args.json else print_progress)
+  for report in reports:
+    print(json.dumps(report.as_dict()) if args.json else format_row(report), flush=True)
+  lines = problems(reports)
+  for line in lines:
+    print(f'error: {line}', file=sys.stderr)
+  return 1 if lines else 0
+
+
+def print_progress(line: str) -> None:
+  print(line, file=sys.stderr, flush=True)
+
+
+if __name__ == '__main__':
+  run(main)

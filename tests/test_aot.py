@@ -1,0 +1,119 @@
+"""`python -m sg2jax.aot`: training programs compiled by the real TPU compiler (libtpu) for
+compile-only TPU devices on this CPU host, and its verdicts (fits, does not fit, largest batch).
+
+Nothing here runs on a TPU or reaches the network: conftest.py sets `JAX_PLATFORMS=cpu` and
+`TPU_SKIP_MDS_QUERY=1` for this process and its subprocesses."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sg2jax import topology
+from tiny_experiment import get_config, tiny
+
+ROOT = Path(__file__).parent.parent
+
+
+@pytest.fixture(scope='module')
+def compile_for():
+  """`compile_for(slice name, config, programs)` -> `ProgramReport`s (sg2jax.aot's library)."""
+  from sg2jax import aot
+
+  def run(name, config, programs=None, max_batch=False):
+    slice_ = topology.parse_slice(name)
+    devices = topology.compile_only_devices(slice_)
+    return aot.compile_run(config, slice_, devices, programs, max_batch=max_batch)
+
+  return run
+
+
+def test_slice_names_as_cloud_tpu_names_them():
+  v5e8 = topology.parse_slice('v5e-8')
+  assert (v5e8.chips, v5e8.topology_name, v5e8.chip_config_name) == (8, 'v5e:2x4', 'default')
+  v4 = topology.parse_slice('v4-8')  # 8 TensorCores: 4 megacore chips
+  assert (v4.chips, v4.topology_name, v4.chip_config_name) == (4, 'v4:2x2x1', 'megacore')
+  assert topology.parse_slice('v5p-16').topology_name == 'v5:2x2x2'
+  assert topology.parse_slice('v5e-256').topology_name == 'v5e:16x16'
+  assert topology.parse_slice('v6e-1').chips_per_host_bounds == (1, 1, 1)
+  for bad in ('v5e-3', 'v4-4', 'tpu', 'v3-8', 'v5e-512'):
+    with pytest.raises(ValueError, match='Cloud TPU|powers of two'):
+      topology.parse_slice(bad)
+
+
+def test_capacity_comes_from_the_compiler():
+  devices = topology.compile_only_devices(topology.parse_slice('v5e-1'))
+  assert devices[0].device_kind == 'TPU v5 lite'
+  assert topology.hbm_capacity(devices[0]) == 15.75 * 2 ** 30
+
+
+def test_every_program_of_a_run_compiles_for_one_v5e_chip(compile_for):
+  reports = compile_for('v5e-1', get_config())
+  names = [r.program for r in reports]
+  assert names == ['g_main', 'g_reg', 'd_main', 'd_reg', 'ema', 'samples']
+  for r in reports:
+    assert r.ok and r.fits, r
+    assert 0 < r.hbm_gib < r.capacity_gib == 15.75
+    assert r.extra['chip'] == 'TPU v5 lite' and r.extra['chips'] == 1
+  by_name = {r.program: r for r in reports}
+  assert by_name['g_main'].batch_per_chip == 8 and by_name['g_main'].gflop > 0
+  assert by_name['g_reg'].extra['images'] == 4  # the path-length batch: 8 / pl_batch_shrink
+
+
+@pytest.mark.parametrize('name,chips,kind', [('v5e-8', 8, 'TPU v5 lite'), ('v4-8', 4, 'TPU v4')])
+def test_a_run_compiles_for_multi_chip_slices(compile_for, name, chips, kind):
+  """The same SPMD program on every chip of a v5e-8 (two hosts of four chips) and of a v4-8
+  (four megacore chips, one device each): the batch of 8 split over the chips."""
+  reports = compile_for(name, tiny(batch_size=8, batch_gpu=1), ['g_main', 'd_reg'])
+  assert [r.program for r in reports] == ['g_main', 'd_reg']
+  for r in reports:
+    assert r.ok and r.fits and r.extra['chip'] == kind and r.extra['chips'] == chips
+    assert r.batch_per_chip == 8 // chips
+
+
+def test_a_run_too_large_for_the_chip_is_refused_in_one_line(tmp_path):
+  """A minibatch whose activations need more than a v5e chip's 15.75 GiB: exit status 1, the
+  JSON line says it does not fit, and one error line names the program and what to change."""
+  env = {**os.environ, 'PYTHONPATH': str(ROOT / 'tests')}
+  result = subprocess.run(
+      [sys.executable, '-m', 'sg2jax.aot', '--topology', 'v5e-1', '--config',
+       str(ROOT / 'tests' / 'tiny_experiment.py'), '--config.batch_size=65536',
+       '--config.batch_gpu=4', '--config.G.channel_base=4096', '--config.G.channel_max=512',
+       '--config.D.channel_base=4096', '--config.D.channel_max=512', '--programs', 'g_main',
+       '--json'],
+      capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+  assert result.returncode == 1, result.stderr[-2000:]
+  rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith('{')]
+  assert len(rows) == 1 and rows[0]['program'] == 'g_main'
+  assert rows[0]['ok'] and not rows[0]['fits'] and rows[0]['hbm_gib'] > rows[0]['capacity_gib']
+  assert rows[0]['batch_per_chip'] == 65536
+  errors = [line for line in result.stderr.splitlines() if line.startswith('error:')]
+  assert len(errors) == 1
+  assert 'g_main needs' in errors[0] and '--config.batch_size' in errors[0]
+  assert '--max-batch' in errors[0] and 'Traceback' not in result.stderr
+
+
+def test_max_batch_finds_the_largest_batch_that_fits(compile_for, monkeypatch):
+  """`--max-batch` doubles, then bisects the per-chip batch (one compile per try): with the
+  chip's capacity set between what 256 and 1024 images need, it answers the batch b for which b
+  fits and b + 1 does not."""
+  needed = lambda b: compile_for('v5e-1', tiny(batch_size=b, batch_gpu=1), ['d_reg'])[0].hbm_gib
+  low, high = needed(256), needed(1024)
+  assert high > low
+  capacity = (low + high) / 2
+  monkeypatch.setattr(topology, 'hbm_capacity', lambda device: capacity * 2 ** 30)
+  [report] = compile_for('v5e-1', tiny(batch_size=8, batch_gpu=1), ['d_reg'], max_batch=True)
+  largest = report.extra['max_batch_per_chip']
+  assert 256 <= largest < 1024
+  assert needed(largest) <= capacity < needed(largest + 1)
+
+
+def test_the_notebook_training_config_fits_one_v5e_chip(compile_for):
+  """Colab's TPU is one v5e chip: the training notebook's config compiles and fits there."""
+  from test_notebooks import notebook_training_config
+  config = notebook_training_config(device_count=1)
+  reports = compile_for('v5e-1', config, ['g_main', 'g_reg', 'd_main', 'd_reg'])
+  assert len(reports) == 4 and all(r.ok and r.fits for r in reports), reports
