@@ -99,9 +99,10 @@ class StepConfig:
 
 def path_length_batch(batch_size: int, pl_batch_shrink: int, num_devices: int) -> int:
   """The path-length regularizer's batch: `pl_batch_shrink` times smaller than the minibatch on
-  every device, and at least one image per device, as the official code shrinks each GPU's part
-  (`max(1, batch_per_gpu // pl_batch_shrink)`, SPEC.md §3.3): `batch_size / pl_batch_shrink`
-  whenever the shrink divides the per-device batch."""
+  every device, as the official code shrinks each GPU's part (`batch_gpu // pl_batch_shrink`),
+  so `batch_size / pl_batch_shrink` whenever the shrink divides the per-device batch. Unlike the
+  official code, whose regularizer gets an empty batch when a GPU has fewer images than the
+  shrink, every device keeps at least one image."""
   per_device = batch_size // num_devices
   return num_devices * max(1, per_device // pl_batch_shrink)
 
