@@ -14,7 +14,7 @@ bisecting; each try is a compile). These are the compiler's facts, not run times
 
 Exit status 1 when a program fails to compile or does not fit, with one line naming it and what
 to change. The same libtpu version and XLA flags must be used at run time for the verdicts to
-carry over (docs/TPU.md).
+carry over (REFERENCE.md §10.1).
 """
 
 import argparse

@@ -3,7 +3,7 @@
 With `libtpu` installed (`pip install -e ".[tpu]"`), `jax.experimental.topologies` describes a
 TPU slice without one: its devices cannot run anything, but `jax.jit(...).lower(...).compile()`
 for them runs XLA's real TPU pipeline, with its memory analysis and its out-of-memory errors
-(docs/TPU.md). This module names slices as Cloud TPU does (`v5e-8`, `v4-8`, `v5p-8`, `v6e-256`)
+(REFERENCE.md §10). This module names slices as Cloud TPU does (`v5e-8`, `v4-8`, `v5p-8`, `v6e-256`)
 and turns a compiled (or refused) program into a `ProgramReport`.
 
 libtpu must not reach the network and nothing may run on a TPU from here: `prepare_environment`

@@ -26,7 +26,7 @@ All of the above is the CPU path. In a program compiled for a GPU or a TPU, `con
 zeros between the input pixels as `lhs_dilation`) differentiated by JAX: cuDNN and the TPU run
 those derivatives natively, and the polyphase form, whose phases are padded to a common size and
 interleaved, holds several copies of the output in memory at once (measured with the TPU
-compiler, docs/TPU.md). The platform is the one the program is lowered for
+compiler, REFERENCE.md §10.2). The platform is the one the program is lowered for
 (`lax.platform_dependent`), not the host's: `sg2jax.aot` compiles TPU programs on a CPU host.
 """
 
