@@ -18,7 +18,7 @@ Output, JSON lines: one per case (the official loader's kwargs that matter, max 
 sg2jax| per output and max |sg2jax| for scale, max |sg2jax read back - sg2jax| or why it was
 not read back), then a summary.
 Exit status 1 if an official difference exceeds --tolerance (default 1e-4, the tolerance of the
-goldens in tests/data: float32 summation order, SPEC.md) or the official code fails.
+goldens in tests/data: float32 summation order) or the official code fails.
 
 Cases: the --network sources (anything `sg2jax.checkpoint.load_networks` reads: an official
 pickle, a `sg2jax.convert` folder, a training workdir), or by default the tiny ADA and TF snapshots

@@ -1,4 +1,4 @@
-"""The shapes demo fine-tuned on 50 images, with ADA and without: issue 13's small-data check.
+"""The shapes demo fine-tuned on 50 images, with ADA and without: a small-data check.
 
   python benchmarks/finetune_demo.py --out runs/finetune-demo [--source /tmp/sg2jax-demo]
 

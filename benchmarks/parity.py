@@ -23,7 +23,7 @@ Both train on the same dataset zip (`ShapesSource` images -> `python -m sg2jax.d
 the official `ImageFolderDataset` reads it) for the same number of images, with the same
 settings: config F's architecture small (experiments/demo.py: G skip, D resnet, 32 channels up
 to 16x16 and 16 at 32x32, z = w = 64, 2 mapping layers), minibatch 16 in one accumulation round
-(`--batch-gpu` = the batch: rounds change how ADA sums gradients and updates pl_mean, SPEC.md §8),
+(`--batch-gpu` = batch: rounds change how ADA sums gradients and updates pl_mean, REFERENCE.md §9),
 minibatch-stddev groups of 4, Adam (lr 0.0025, betas 0 / 0.99), lazy R1 (gamma 0.5, every 16)
 and path length (weight 2, every 4, batch / 2, decay 0.01), style mixing 0.9, G_ema half-life
 1 kimg, non-finite gradients as ADA (`nan_to_num`), float32, no clamp, no augmentation, no

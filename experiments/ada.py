@@ -14,8 +14,8 @@ ADA. Every preset trains with `augment='ada'` (pipe 'bgc', target 0.6), as ADA's
 
 With `resume_from` the networks come from the file (its keys must agree with the preset's: use
 the preset the network was trained with, e.g. paper256 for ADA's 256x256 transfer sources),
-`ada_kimg` becomes 100 and the EMA ramp-up is off (SPEC_TURN2.md §A.7); add
-`--config.freeze_d=N` to keep D's first N layers as they are (Freeze-D, §A.8).
+`ada_kimg` becomes 100 and the EMA ramp-up is off (REFERENCE.md §7.8); add
+`--config.freeze_d=N` to keep D's first N layers as they are (Freeze-D, REFERENCE.md §7.9).
 """
 
 from experiments import base

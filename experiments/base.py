@@ -1,4 +1,4 @@
-"""Every config key, once, with its default: StyleGAN2 config F (SPEC.md §2, §3).
+"""Every config key, once, with its default: StyleGAN2 config F (REFERENCE.md §2, §3).
 
 Other files override a few keys. Overrides from the command line:
   python -m sg2jax.main --config experiments/ffhq.py --workdir DIR --config.total_kimg=0.5
@@ -86,7 +86,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.g_reg_interval = ml_collections.FieldReference(4, field_type=int)  # None: every step
   config.d_reg_interval = ml_collections.FieldReference(16, field_type=int)  # in the main loss
 
-  # ---- Progressive growing (configs A-D: progressive G and D types; SPEC.md §2.1) --------------
+  # ---- Progressive growing (configs A-D: progressive G and D types; REFERENCE.md §3.3) -----------
   config.growing = ml_collections.ConfigDict()
   config.growing.initial_resolution = 8  # TF lod_initial_resolution
   config.growing.training_kimg = 600.0  # per resolution: stable, then
@@ -97,7 +97,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.growing.lr = 0.001  # learning rate when a resolution is not in `lrs`
   config.growing.lrs = ((128, 0.0015), (256, 0.002), (512, 0.003), (1024, 0.003))
 
-  # ---- Fine-tuning, Freeze-D, ADA (StyleGAN2-ADA; SPEC_TURN2.md §A.6-A.8) -------------------
+  # ---- Fine-tuning, Freeze-D, ADA (StyleGAN2-ADA; REFERENCE.md §7.6-§7.9) --------------
   # Start a new run from the G, D and G_ema (w_avg included) of an official pickle (ADA or TF),
   # a `sg2jax.convert` directory or another run's workdir, with fresh optimizers at step 0 (and,
   # as ADA, no ema_rampup). The networks' architecture comes from the file: network keys set to

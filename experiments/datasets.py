@@ -1,4 +1,4 @@
-"""Per-dataset settings of the paper (SPEC.md §2.2), shared by the dataset presets."""
+"""Per-dataset settings of the paper (REFERENCE.md §3.4), shared by the dataset presets."""
 
 from experiments import base, config_e, growing
 from experiments.args import parse_arg
@@ -10,7 +10,7 @@ def preset(arg, resolution, total_kimg, mirror, gamma_f):
   """A config for one dataset: `arg` is '' or 'config=a|b|c|d|e|f' (default f).
 
   Config F uses the dataset's gamma (TF README commands); E keeps its gamma 100 and A-D their
-  gamma 10 (TF run_training.py, unless --gamma was given; SPEC.md §9.3).
+  gamma 10 (TF run_training.py, unless --gamma was given; REFERENCE.md §3.4).
   """
   name = parse_arg(arg, 'dataset presets take', config=CONFIGS).get('config', 'f')
   config = base.get_config()

@@ -9,11 +9,11 @@
 mapping, clamp, minibatch-stddev group) come from that file, so every network key is left at
 its default here; setting one that contradicts the file is an error naming both values.
 
-The training settings are ADA's for transfer (StyleGAN2-ADA §4, SPEC_TURN2.md §A.7):
+The training settings are ADA's for transfer (StyleGAN2-ADA §4, REFERENCE.md §7.8):
 `:cfg=paper256|paper512|paper1024|stylegan2` (default paper256, the paper's transfer
 experiments) picks ADA's batch, learning rate, R1 gamma and G_ema half-life; ADA with target
 0.6 and `ada_kimg` 100 (p reacts faster than from scratch); G_ema without ramp-up; x-flips on
-(small datasets: ADA's `--mirror=1`). `--config.freeze_d=N` adds Freeze-D (§A.8; ADA's
+(small datasets: ADA's `--mirror=1`). `--config.freeze_d=N` adds Freeze-D (REFERENCE.md §7.9; ADA's
 `--freezed`, e.g. 10 at 256x256). Run length: ADA's default 25000 kimg is the ceiling, not a
 target; fine-tuning usually settles within a few thousand kimg: watch the metric
 (`--config.metrics="('fd_vgg2k',)"` needs no weights file, and 2,000 images or

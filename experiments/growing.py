@@ -1,4 +1,4 @@
-"""Configs A-D of Table 1 (progressive growing, SPEC.md §2), shared by config_a..d.py, the
+"""Configs A-D of Table 1 (progressive growing, REFERENCE.md §3), shared by config_a..d.py, the
 dataset presets and the demo."""
 
 from experiments import config_e

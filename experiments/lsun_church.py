@@ -1,6 +1,6 @@
 """LSUN Church 256x256, config F as the paper: gamma 100, no mirror.
 
-Length: the paper's Table 3 says 48M images; the TF README command uses 88000 kimg (SPEC.md §9.2).
+Length: the paper's Table 3 says 48M images, the TF README command 88000 kimg (REFERENCE.md §3.4).
 Differs from official: this preset follows the paper (48000 kimg); pass
 --config.total_kimg=88000 for the README's run.
 

@@ -3,8 +3,8 @@
 SRC is a folder of images (labels from its dataset.json), a dataset zip or an LMDB (LSUN's
 `*_lmdb` folders). DST is a folder, a `.zip` or a `.lmdb`. `--transform center-crop` crops the
 centred square and resizes (Lanczos); `center-crop-wide` makes the LSUN Car 512x384 pictures
-padded into 512x512 (SPEC.md §1.13). A corrupt or wrongly sized image stops the run with its name,
-unless `--skip-bad` is given.
+padded into 512x512 (REFERENCE.md §4.2). A corrupt or wrongly sized image stops the run with its
+name, unless `--skip-bad` is given.
 """
 
 import argparse

@@ -12,7 +12,7 @@ def to_uint8(images) -> np.ndarray:
   """`[-1, 1]` floats -> uint8 as the official tools: `clip(x * 127.5 + 128, 0, 255)` truncated.
 
   Truncating the clipped value is `floor`, so this rounds `127.5 x + 127.5` to nearest
-  (SPEC.md §7.21). Computed in float32 on the host, as the official code does it.
+  (REFERENCE.md §5.1). Computed in float32 on the host, as the official code does it.
 
   Args:
     images: `[..., H, W, C]` array (device or host), nominally in [-1, 1].

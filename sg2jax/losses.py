@@ -1,7 +1,7 @@
-"""StyleGAN2 losses and regularizers as pure functions (SPEC.md §3.2, §3.3).
+"""StyleGAN2 losses and regularizers as pure functions (REFERENCE.md §2.2, §2.3).
 
 Per-sample values are returned; the train step takes their means (and multiplies lazy
-regularizers by their interval, SPEC.md §3.4). State such as `pl_mean` goes in and comes out.
+regularizers by their interval, REFERENCE.md §2.4). State such as `pl_mean` goes in and comes out.
 """
 
 from typing import Callable
@@ -24,7 +24,7 @@ def d_logistic_loss(real_logits: jnp.ndarray,
 
 def r1_penalty(discriminate: Callable[[jnp.ndarray], jnp.ndarray],
                real_img: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
-  """R1: squared norm of the gradient of D on reals (SPEC.md §3.2, §7.14).
+  """R1: squared norm of the gradient of D on reals (REFERENCE.md §2.2).
 
   1. `g = d(sum_batch D(x)) / dx` (the gradient of the *summed* logits: with minibatch stddev
      the samples of a group are coupled, as in both official codes).
@@ -45,9 +45,9 @@ def r1_penalty(discriminate: Callable[[jnp.ndarray], jnp.ndarray],
 
 def path_lengths(synthesize: Callable[[jnp.ndarray], jnp.ndarray], ws: jnp.ndarray,
                  noise: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
-  """Path lengths `|J_w^T y|` of the synthesis network (SPEC.md §3.3 steps 2-4).
+  """Path lengths `|J_w^T y|` of the synthesis network (REFERENCE.md §2.3 steps 2-4).
 
-  1. `y = noise / sqrt(H * W)` (pixels only, not channels; SPEC.md §7.15).
+  1. `y = noise / sqrt(H * W)` (pixels only, not channels; REFERENCE.md §2.3).
   2. `g = d(sum(img * y)) / d ws`, `[N, num_ws, w_dim]`.
   3. `len_n = sqrt(mean_layers sum_dims g^2)`.
 
@@ -69,7 +69,7 @@ def path_lengths(synthesize: Callable[[jnp.ndarray], jnp.ndarray], ws: jnp.ndarr
 
 def path_length_penalty(lengths: jnp.ndarray, pl_mean: jnp.ndarray,
                         pl_decay: float = 0.01) -> tuple[jnp.ndarray, jnp.ndarray]:
-  """Path-length penalty and the updated running mean `a` (SPEC.md §3.3 steps 5-6).
+  """Path-length penalty and the updated running mean `a` (REFERENCE.md §2.3 steps 5-6).
 
   `a' = a + pl_decay * (mean_n len_n - a)` with the stored `a` held constant; the penalty
   `(len_n - a')^2` differentiates through `a'` (both official codes do). Store

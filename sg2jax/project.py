@@ -1,4 +1,4 @@
-"""Project images into a network's W space (the paper's projector, SPEC.md §5), or into W+:
+"""Project images into a network's W space (the paper's projector, REFERENCE.md §6), or into W+:
 
   python -m sg2jax.project --network PKL_OR_DIR --target face.png --outdir out
   python -m sg2jax.project --network PKL_OR_DIR --target face.png --outdir out --space w_plus

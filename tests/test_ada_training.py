@@ -1,4 +1,4 @@
-"""ADA in training (SPEC_TURN2.md §A.6-A.7): the adaptive p, augmentation at p = 0, R1 through the
+"""ADA in training (REFERENCE.md §7.6-§7.7): the adaptive p, augmentation at p = 0, R1 through the
 augmentation, fixed p, exact resume with the ADA state, and old checkpoints without one.
 
 Every run is `tests/tiny_experiment.py` with `augment` set; the step-level tests share one

@@ -1,4 +1,4 @@
-"""ADA augmentation (`sg2jax.augment`, SPEC_TURN2.md §A) against the official `AugmentPipe`.
+"""ADA augmentation (`sg2jax.augment`, REFERENCE.md §7) against the official `AugmentPipe`.
 
 Goldens `data/augment_*.npz` come from `data/make_augment_goldens.py` (official ADA code at
 `d72cc7d`, torch 2.13 CPU, float32), NHWC: the input `images`, the official gated per-sample
@@ -122,7 +122,7 @@ def test_apply_geometric_rejects_bad_shapes():
 
 
 def test_fixed_padding_differs_from_official_only_at_the_border():
-  """SPEC_TURN2.md §A.3 note: the clamp maximum vs the official margin, at a 2x zoom-out.
+  """REFERENCE.md §7.3 note: the clamp maximum vs the official margin, at a 2x zoom-out.
 
   With s = 0.5 the official margin (18, 18, 14, 14) stays below the clamp (23, 15) and the
   extended output grid (3 px beyond the image, 6 px in the input) reaches its zero border. The
@@ -347,7 +347,7 @@ def test_traced_p_compiles_once(images):
 
 
 def test_second_order_gradient(images):
-  """R1 through augmentation (§A.6): grad w.r.t. params of |grad_x D(augment(x))|^2."""
+  """R1 through augmentation (REFERENCE.md §7.6): grad w.r.t. params of |grad_x D(augment(x))|^2."""
   key = jax.random.key(6)
   x = images[:2]
 

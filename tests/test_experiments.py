@@ -65,7 +65,7 @@ def test_bad_config_arguments(spec, match):
     ('d', 'ProgressiveGenerator', 'ProgressiveDiscriminator', 16, 4, 2.0),
 ])
 def test_table1_configs_a_to_d(name, g_type, d_type, d_reg, g_reg, pl_weight):
-  """SPEC.md §2: A-D grow progressively with fmap_base 8192 and gamma 10; A-B regularize R1 in
+  """REFERENCE.md §3: A-D grow progressively with fmap_base 8192 and gamma 10; A-B regularize R1 in
   every D step with plain Adam, C adds lazy R1, D path-length regularization."""
   config = load(f'config_{name}.py')
   assert (config.G.type, config.D.type) == (g_type, d_type)

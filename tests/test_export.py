@@ -1,7 +1,7 @@
 """`sg2jax.export`: TF StyleGAN2 pickles that sg2jax's reader and the official legacy loader read.
 
 These tests need no torch: they read the files back with sg2jax and check what the official
-`legacy.load_network_pkl` relies on (SPEC_TURN2.md §B). The official loader itself opens the
+`legacy.load_network_pkl` relies on (REFERENCE.md §8.3-§8.6). The official loader itself opens the
 exports in `benchmarks/check_export_with_official.py`.
 """
 
@@ -33,7 +33,7 @@ from sg2jax.tools.sampling import z_from_seed
 SEEDS = (0, 1, 2, 3)
 NETWORKS = ('G', 'D', 'G_ema')
 
-# What legacy.load_network_pkl accepts (SPEC_TURN2.md §B.2, ADA legacy.py:113-155 and :211-252):
+# What legacy.load_network_pkl accepts (REFERENCE.md §8.4, ADA legacy.py:113-155 and :211-252):
 # the key, and the value it assumes when the key is absent. Other keys are refused.
 LEGACY_G_KWARGS = {
     'latent_size': 512, 'label_size': 0, 'dlatent_size': 512, 'resolution': 1024,
@@ -285,7 +285,7 @@ def test_pickle_names_only_allowed_globals(exported, source):
 # Static kwargs: only keys legacy.py accepts, and its reading of them rebuilds the network.
 
 def legacy_reading(kwargs: dict, network: str) -> dict:
-  """What legacy.py builds from TF static kwargs (SPEC_TURN2.md §B.2), in sg2jax's field names."""
+  """What legacy.py builds from TF static kwargs (REFERENCE.md §8.4), in sg2jax's field names."""
   table = LEGACY_G_KWARGS if network == 'G' else LEGACY_D_KWARGS
   unknown = set(kwargs) - set(table)
   assert not unknown, f'legacy.py refuses {unknown}'

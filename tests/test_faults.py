@@ -1,7 +1,7 @@
 """Nothing lost, nothing confusing: bad training images, interrupted dataset_tool runs, damaged
 checkpoints, refused restarts, concurrent runs, pre-emption, crafted weight files, command-line
 errors, config names, grids, the projector's advice, convert's checksum and kill -9 at random
-moments (issue 12; the notebooks' wording is checked in test_notebooks.py).
+moments (the notebooks' wording is checked in test_notebooks.py).
 
 The training tests share one tiny run on an image folder with two bad files (`trained`); its
 programs are compiled once per session (conftest's compilation cache), so the later trainings and

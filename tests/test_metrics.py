@@ -1,4 +1,4 @@
-"""The metrics of SPEC.md §4: every formula on synthetic features with known answers, and the
+"""The metrics of REFERENCE.md §5: every formula on synthetic features with known answers, and the
 sharded extraction (`MetricContext`) against a direct computation of the documented protocol.
 
 Feature networks here are small stand-ins (`fake_detector`): the real Inception/VGG16/LPIPS are
@@ -231,7 +231,7 @@ def test_slerp():
 
 
 def test_ppl_crop_and_downsample():
-  # 1024: crop rows 384-895, cols 256-767 (512) -> f = 512 // 256 = 2 -> 256 (TF, SPEC.md §4.6).
+  # 1024: crop rows 384-895, cols 256-767 (512) -> f = 512 // 256 = 2 -> 256 (TF; REFERENCE.md §5.6)
   shape = jax.eval_shape(lambda x: ppl.crop_and_downsample(x, True),
                          jax.ShapeDtypeStruct((1, 1024, 1024, 3), jnp.float32)).shape
   assert shape == (1, 256, 256, 3)

@@ -62,7 +62,7 @@ def test_every_op_golden_is_covered():
 
 
 def naive_upfirdn2d(x, f, up, down, pad, flip_filter, gain):
-  """Direct transcription of the four steps of SPEC.md §1.3, one channel at a time."""
+  """Direct transcription of the four steps of REFERENCE.md §1.3, one channel at a time."""
   x0, x1, y0, y1 = pad
   n, h, w, c = x.shape
   u = np.zeros((n, h * up, w * up, c))
@@ -125,7 +125,7 @@ def test_upfirdn2d_of_gpu_and_tpu_programs_equals_the_cpu_one(up, down, pad, fli
 @pytest.mark.parametrize('kernel', [1, 3])
 @pytest.mark.parametrize('up,down', [(2, 1), (1, 2)])
 def test_conv2d_resample_equals_generic_form(kernel, up, down):
-  """The fused paths equal FIR-resample-then-correlate (SPEC.md §1.3), borders included."""
+  """The fused paths equal FIR-resample-then-correlate (REFERENCE.md §1.3), borders included."""
   rng = np.random.default_rng(1)
   x = jnp.asarray(rng.normal(size=(2, 8, 8, 4)), jnp.float32)
   w = jnp.asarray(rng.normal(size=(kernel, kernel, 4, 5)), jnp.float32)
@@ -203,7 +203,7 @@ def test_bias_act_rejects_an_unknown_activation():
 
 
 def test_equalized_layers_scale_at_run_time():
-  """W = theta * lr / sqrt(fan_in), b = beta * lr; conv fan_in = kh * kw * in (SPEC.md §1.1)."""
+  """W = theta * lr / sqrt(fan_in), b = beta * lr; conv fan_in = kh*kw*in (REFERENCE.md §1.1)."""
   rng = np.random.default_rng(4)
   x = rng.normal(size=(2, 6)).astype(np.float32)
   w = rng.normal(size=(6, 3)).astype(np.float32)

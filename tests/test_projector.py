@@ -1,5 +1,5 @@
-"""The projector (SPEC.md §5): its pieces against independent numpy versions, and projections of
-images the tiny snapshot drew from known ws, through `python -m sg2jax.project`."""
+"""The projector (REFERENCE.md §6): its pieces against independent numpy versions, and projections
+of images the tiny snapshot drew from known ws, through `python -m sg2jax.project`."""
 
 import os
 import pickle

@@ -1,4 +1,4 @@
-"""The progressive-growing schedule of configs A-D (SPEC.md §2.1)."""
+"""The progressive-growing schedule of configs A-D (REFERENCE.md §3.3)."""
 
 import pytest
 

@@ -35,8 +35,8 @@ def state_leaves(state) -> dict:
 
 
 def test_derived_hyperparameters_follow_the_paper():
-  """SPEC.md §3.4: G (I=4) lr 0.0016, beta2 0.991992; D (I=16) lr 0.00188235, beta2 0.990585;
-  §3.7: EMA beta 0.997784 at batch 32."""
+  """REFERENCE.md §2.4: G (I=4) lr 0.0016, beta2 0.991992; D (I=16) lr 0.00188235, beta2 0.990585;
+  REFERENCE.md §2.7: EMA beta 0.997784 at batch 32."""
   from experiments import base
   hyper = derived_hyperparameters(base.get_config(), 8)
   assert hyper.g_lr == pytest.approx(0.0016)

@@ -1,5 +1,5 @@
-"""Fine-tuning from a file (`config.resume_from`) and Freeze-D (`config.freeze_d`), SPEC_TURN2.md
-§A.7-A.8: the new run starts from the file's networks with fresh optimizers, contradicting keys
+"""Fine-tuning from a file (`config.resume_from`) and Freeze-D (`config.freeze_d`), REFERENCE.md
+§7.8-§7.9: the new run starts from the file's networks with fresh optimizers, contradicting keys
 are one clear error, a restart resumes bit-exactly, and frozen layers keep their weights."""
 
 from pathlib import Path
@@ -172,7 +172,7 @@ def test_fine_tuning_an_ada_snapshot_with_freeze_d_and_ada_restarts_exactly(tmp_
 # ---- Freeze-D ----------------------------------------------------------------------------------
 
 def test_freeze_d_layer_order_is_adas():
-  """SPEC_TURN2.md §A.8: from the highest resolution down, fromrgb / conv0 / conv1 / skip in the
+  """REFERENCE.md §7.9: from the highest resolution down, fromrgb / conv0 / conv1 / skip in the
   order each block creates them; the epilogue b4 never."""
   resnet = Discriminator(img_resolution=32, architecture='resnet')
   assert frozen_d_layers(resnet, 6) == ('b32/fromrgb', 'b32/conv0', 'b32/conv1', 'b32/skip',

@@ -1,6 +1,6 @@
 """ADA augmentation (Karras et al. 2020) in pure JAX: NHWC, per-sample, jit- and grad-friendly.
 
-See SPEC_TURN2.md §A. `augment_images` is what a training step calls; the pieces below it draw
+See REFERENCE.md §7. `augment_images` is what a training step calls; the pieces below it draw
 parameters (`sample_geometric`, `sample_color`), build matrices (`geometric_matrix`,
 `color_matrix`) and execute them (`apply_geometric`, `apply_color`).
 """

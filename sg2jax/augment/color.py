@@ -1,4 +1,4 @@
-"""Executes the per-sample colour matrices `C` on a batch (SPEC_TURN2.md §A.4)."""
+"""Executes the per-sample colour matrices `C` on a batch (REFERENCE.md §7.4)."""
 
 import jax.numpy as jnp
 
@@ -9,7 +9,7 @@ def apply_color(images: jnp.ndarray, c: jnp.ndarray) -> jnp.ndarray:
   1. RGB: `out = C[:3, :3] rgb + C[:3, 3]` per pixel.
   2. One channel: average the first three rows of `C` into `m` (`[4]`), then
      `out = x * (m_0 + m_1 + m_2) + m_3`.
-  No clamping (SPEC_TURN2.md §A.4). The 3x3 product is written as broadcast multiply-adds, so it
+  No clamping (REFERENCE.md §7.4). The 3x3 product is written as broadcast multiply-adds, so it
   stays in full float32 on any backend.
 
   Args:

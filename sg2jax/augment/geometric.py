@@ -1,4 +1,4 @@
-"""Executes the per-sample geometric transforms `G_inv` on a batch (SPEC_TURN2.md §A.3).
+"""Executes the per-sample geometric transforms `G_inv` on a batch (REFERENCE.md §7.3).
 
 The image is reflect-padded, upsampled 2x with the sym6 wavelet low-pass, resampled bilinearly
 at the transformed output grid (zeros outside), then downsampled 2x and cropped back. All shapes
@@ -16,7 +16,7 @@ import numpy as np
 from sg2jax.augment import matrices
 from sg2jax.ops.upfirdn import upfirdn2d
 
-# sym6 orthogonal wavelet low-pass, 12 taps (public constants; SPEC_TURN2.md §A.3). It sums to
+# sym6 orthogonal wavelet low-pass, 12 taps (public constants; REFERENCE.md §7.3). It sums to
 # sqrt(2); the filter used is normalized to sum 1, as the official `setup_filter`.
 SYM6 = (0.015404109327027373, 0.0034907120842174702, -0.11799011114819057, -0.048311742585633,
         0.4910559419267466, 0.787641141030194, 0.3379294217276218, -0.07263752278646252,
@@ -158,7 +158,7 @@ def sampling_matrix(g_inv: jnp.ndarray, margin: tuple[int, int, int, int],
 
 def apply_geometric(images: jnp.ndarray, g_inv: jnp.ndarray,
                     margin: Optional[tuple[int, int, int, int]] = None) -> jnp.ndarray:
-  """Resamples every image with its inverse transform `G_inv` (SPEC_TURN2.md §A.3).
+  """Resamples every image with its inverse transform `G_inv` (REFERENCE.md §7.3).
 
   With `B, H, W, C = images.shape`:
   1. Reflect-pad (mirror without repeating the edge pixel) by `margin`, by default the

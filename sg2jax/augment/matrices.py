@@ -1,4 +1,4 @@
-"""Homogeneous 2-D (3x3) and 3-D (4x4) transform matrices for one sample (SPEC_TURN2.md §A).
+"""Homogeneous 2-D (3x3) and 3-D (4x4) transform matrices for one sample (REFERENCE.md §7).
 
 Arguments are scalars (Python numbers or 0-d arrays); batch with `jax.vmap`. Products use
 `matmul`, which multiplies in full float32 (XLA's default matmul precision on GPU/TPU may
@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-# Luma axis of the colour transforms: grey is (1, 1, 1), homogeneous coordinate 0 (§A.4).
+# Luma axis of the colour transforms: grey (1, 1, 1), homogeneous coordinate 0 (REFERENCE.md §7.4).
 LUMA_AXIS = np.asarray([1, 1, 1, 0], np.float32) / np.sqrt(3).astype(np.float32)
 
 

@@ -1,4 +1,4 @@
-"""Per-sample ADA parameter draws and the matrices built from them (SPEC_TURN2.md §A.1-A.4).
+"""Per-sample ADA parameter draws and the matrices built from them (REFERENCE.md §7.1-§7.4).
 
 Draws are written for one sample and `jax.vmap`-ed over one key per sample. Every transform draws
 its parameter and a gate `u ~ U(0, 1)`; where `u >= probability` the parameter takes its
@@ -18,7 +18,7 @@ from sg2jax.augment.spec import AugmentSpec
 
 
 class GeometricParams(NamedTuple):
-  """Gated geometric parameters of a batch, in the official units (§A.2 table).
+  """Gated geometric parameters of a batch, in the official units (REFERENCE.md §7.2 table).
 
   Attributes:
     xflip: `[B]`, 1 = mirror x, else 0.
@@ -42,7 +42,7 @@ class GeometricParams(NamedTuple):
 
 
 class ColorParams(NamedTuple):
-  """Gated colour parameters of a batch (§A.4 table); all `[B]`.
+  """Gated colour parameters of a batch (REFERENCE.md §7.4 table); all `[B]`.
 
   Attributes:
     brightness: offset `b` added to R, G, B.
@@ -71,7 +71,7 @@ def _gated(key: jax.Array, probability: jnp.ndarray, value: jnp.ndarray,
 
 
 def _sample_geometric_one(key: jax.Array, p: jnp.ndarray, spec: AugmentSpec) -> GeometricParams:
-  """Draws one sample's geometric parameters (§A.2 table, rows 1-8)."""
+  """Draws one sample's geometric parameters (REFERENCE.md §7.2 table, rows 1-8)."""
   keys = iter(jax.random.split(key, 16))
   zero, one = jnp.zeros((), jnp.float32), jnp.ones((), jnp.float32)
   zero2 = jnp.zeros((2,), jnp.float32)
@@ -119,7 +119,7 @@ def sample_geometric(key: jax.Array, batch_size: int, p: jnp.ndarray,
                      spec: AugmentSpec) -> GeometricParams:
   """Draws the gated geometric parameters of every sample, independently per sample.
 
-  Laws (SPEC_TURN2.md §A.2; `m_*` the spec's multipliers, `U` uniform, `N` normal):
+  Laws (REFERENCE.md §7.2; `m_*` the spec's multipliers, `U` uniform, `N` normal):
   1. xflip `i ~ U{0, 1}`, gate `m_xflip * p`.
   2. rotate90 `i ~ U{0, 1, 2, 3}`, gate `m_rotate90 * p`.
   3. xint `t ~ U(-xint_max, xint_max)^2`, one gate `m_xint * p` for both axes.
@@ -144,7 +144,7 @@ def sample_geometric(key: jax.Array, batch_size: int, p: jnp.ndarray,
 
 
 def _sample_color_one(key: jax.Array, p: jnp.ndarray, spec: AugmentSpec) -> ColorParams:
-  """Draws one sample's colour parameters (§A.4 table)."""
+  """Draws one sample's colour parameters (REFERENCE.md §7.4 table)."""
   (k_bright, k_bright_gate, k_contrast, k_contrast_gate, k_luma, k_luma_gate, k_hue, k_hue_gate,
    k_sat, k_sat_gate) = jax.random.split(key, 10)
   zero, one = jnp.zeros((), jnp.float32), jnp.ones((), jnp.float32)
@@ -172,7 +172,7 @@ def sample_color(key: jax.Array, batch_size: int, p: jnp.ndarray,
                  spec: AugmentSpec) -> ColorParams:
   """Draws the gated colour parameters of every sample, independently per sample.
 
-  Laws (SPEC_TURN2.md §A.4), each with its own gate `m_* * p`:
+  Laws (REFERENCE.md §7.4), each with its own gate `m_* * p`:
   1. brightness `b ~ N(0, brightness_std^2)`.
   2. contrast `c = 2^(N(0, 1) * contrast_std)`.
   3. lumaflip `i ~ U{0, 1}`.
@@ -214,7 +214,7 @@ def geometric_matrix(params: GeometricParams, height: int, width: int) -> jnp.nd
 
   Coordinates are centred pixel coordinates (origin at the image centre, x right, y down).
   Starting from `I_3`, each transform right-multiplies its inverse, in the official order
-  (SPEC_TURN2.md §A.2; ADA `augment.py:192-263`):
+  (REFERENCE.md §7.2; ADA `augment.py:192-263`):
   1. `S(1 - 2 i, 1)` (x-flip, its own inverse).
   2. `R(pi/2 * i)` (undoes a turn by `-90 * i` degrees).
   3. `T(-round(tx W), -round(ty H))` (round half to even).
@@ -255,7 +255,7 @@ def color_matrix(params: ColorParams, num_channels: int = 3) -> jnp.ndarray:
   """The per-sample colour matrix `C` (homogeneous RGB in -> RGB out).
 
   Starting from `I_4`, each transform left-multiplies, in the official order
-  (SPEC_TURN2.md §A.4; ADA `augment.py:307-350`), with `v = (1, 1, 1, 0) / sqrt(3)`:
+  (REFERENCE.md §7.4; ADA `augment.py:307-350`), with `v = (1, 1, 1, 0) / sqrt(3)`:
   1. `T3(b, b, b)` (brightness).
   2. `S3(c, c, c)` (contrast).
   3. `I_4 - 2 v v^T i` (luma flip, a Householder reflection).

@@ -1,4 +1,4 @@
-"""The ADA augmentation pipeline: draw, build the matrices, execute (SPEC_TURN2.md §A)."""
+"""The ADA augmentation pipeline: draw, build the matrices, execute (REFERENCE.md §7)."""
 
 import jax
 import jax.numpy as jnp
@@ -14,14 +14,14 @@ def augment_images(key: jax.Array, images: jnp.ndarray, p: jnp.ndarray,
   """Augments a batch with the ADA pipeline, independently per sample.
 
   1. Split `key` into `key_geometric` and `key_color`.
-  2. If any geometric multiplier is > 0: draw `GeometricParams` (§A.2), build `G_inv`
-     (`[B, 3, 3]`) and resample (§A.3). It runs even at `p = 0`, where it is the identity up
-     to float error, as officially.
+  2. If any geometric multiplier is > 0: draw `GeometricParams` (REFERENCE.md §7.2), build `G_inv`
+     (`[B, 3, 3]`) and resample (REFERENCE.md §7.3). It runs even at `p = 0`, where it is the
+     identity up to float error, as officially.
   3. If any colour multiplier is > 0 (hue and saturation count for RGB only): draw
-     `ColorParams`, build `C` (`[B, 4, 4]`) and apply it (§A.4).
+     `ColorParams`, build `C` (`[B, 4, 4]`) and apply it (REFERENCE.md §7.4).
   Images stay in the network's range (e.g. [-1, 1]); nothing is clamped. Jit with `spec`
   static; `p` may be traced, so an adaptive `p` does not recompile. Differentiable w.r.t.
-  `images` to any order (R1 through augmentation, §A.6).
+  `images` to any order (R1 through augmentation, REFERENCE.md §7.6).
 
   Args:
     key: a `jax.random` key, used once.

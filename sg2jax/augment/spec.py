@@ -1,4 +1,4 @@
-"""Which ADA transforms run, how often, and their constants (SPEC_TURN2.md §A.1).
+"""Which ADA transforms run, how often, and their constants (REFERENCE.md §7.1).
 
 `AugmentSpec` is a frozen (hashable) dataclass, so it can be a static argument of `jax.jit`.
 The overall probability `p` is *not* part of it: it is a traced array, so an adaptive `p` never
@@ -29,7 +29,7 @@ class AugmentSpec:
 
   Every transform fires per sample with probability `multiplier * p`, except the two arbitrary
   rotations, which fire with `p_rot = 1 - sqrt(clip(1 - rotate * p, 0, 1))` each, so that one of
-  them fires with probability `rotate * p` (SPEC_TURN2.md §A.1-A.2). Defaults are the official
+  them fires with probability `rotate * p` (REFERENCE.md §7.1-§7.2). Defaults are the official
   `AugmentPipe` defaults (ADA `augment.py:118-124`).
 
   Attributes:
@@ -126,6 +126,6 @@ class AugmentSpec:
     return any(getattr(self, name) > 0 for name in GEOMETRIC_MULTIPLIERS)
 
   def color_enabled(self, num_channels: int) -> bool:
-    """Whether the colour stage runs; hue and saturation count only for RGB (§A.4)."""
+    """Whether the colour stage runs; hue and saturation count only for RGB (REFERENCE.md §7.4)."""
     names = COLOR_MULTIPLIERS if num_channels > 1 else ('brightness', 'contrast', 'lumaflip')
     return any(getattr(self, name) > 0 for name in names)

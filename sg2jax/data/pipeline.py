@@ -81,7 +81,7 @@ class _Checked:
 
 
 def _mirror(example: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
-  """x-flip with probability 0.5, per sample (TF's mirror augmentation, SPEC.md §3.1)."""
+  """x-flip with probability 0.5, per sample (TF's mirror augmentation, REFERENCE.md §2.1)."""
   if rng.random() < 0.5:
     example = {**example, 'image': example['image'][:, ::-1]}
   return example

@@ -1,7 +1,7 @@
 """Preparing training data: read images from anywhere, crop/resize, write a folder, zip or LMDB.
 
 The library behind `python -m sg2jax.dataset_tool`. Transforms follow the official dataset tools
-(SPEC.md §1.13): `center-crop` (square crop of the short side, Lanczos resize) and
+(REFERENCE.md §4.1-§4.2): `center-crop` (square crop of the short side, Lanczos resize) and
 `center-crop-wide` (LSUN Car: crop to the output aspect, resize to width x height, paste into a
 black square canvas, centred vertically). Labels in the source's `dataset.json` are carried over.
 """
@@ -46,7 +46,7 @@ def make_transform(kind: str, resolution: int,
   - `center-crop-wide`: output `R x h` (`h = wide_height`, default `3R/4`: 512x384 for LSUN
     Car): crop rows to the aspect `R/h` (`ch = round(R * H / W)` rows kept), skip images narrower
     than R or with `ch < h`, resize to `R x h`, and paste into a black `R x R` canvas at rows
-    `(R - h) / 2 ...` (SPEC.md §1.13).
+    `(R - h) / 2 ...` (REFERENCE.md §4.2).
   """
   if kind not in TRANSFORMS:
     raise ValueError(f'--transform {kind!r} is not one of {", ".join(TRANSFORMS)}')

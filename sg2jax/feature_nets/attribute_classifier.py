@@ -1,4 +1,4 @@
-"""The 40 CelebA-HQ attribute classifiers of linear separability (StyleGAN paper, SPEC_TURN2 §C.2).
+"""The 40 CelebA-HQ attribute classifiers of linear separability (StyleGAN, REFERENCE.md §5.8).
 
 NVIDIA released them as TF network pickles `celebahq-classifier-NN-NAME.pkl` (`CLASSIFIER_FILES`,
 at `CLASSIFIER_URL`); they are read here with the restricted numpy-only unpickler

@@ -1,16 +1,16 @@
 """FID Inception-v3: pytorch-fid's `fid_inception_v3` in Flax, its input handling and weight loader.
 
 The network is torchvision's Inception-v3 layout (1008 classes, no auxiliary head) with the
-blocks of the TF graph `inception-2015-12-05` that FID was defined with (SPEC.md §4.2):
+blocks of the TF graph `inception-2015-12-05` that FID was defined with (REFERENCE.md §5.2):
 - Mixed_5b..5d (`InceptionA`), Mixed_6b..6e (`InceptionC`) and Mixed_7b (`InceptionE`, avg pool)
   average-pool their pool branch with TF semantics: padded zeros are not counted;
 - Mixed_7c (`InceptionE`, max pool) max-pools its pool branch;
 - BatchNorm (eval) with eps 1e-3 after every bias-free convolution, then ReLU.
 Outputs: the 2048-d `pool3` features (FID, KID), the 1008-way `logits` (IS, optionally without
-the output bias, SPEC.md §4.4) and the maps pytorch-fid exposes as blocks 0-2.
+the output bias, REFERENCE.md §5.4) and the maps pytorch-fid exposes as blocks 0-2.
 
 Input handling (`InceptionV3.input_handling`):
-- `'official'` (SPEC.md §4.2, what FID/KID/IS use): uint8-valued images `[N, H, W, 3]` in
+- `'official'` (REFERENCE.md §5.2, what FID/KID/IS use): uint8-valued images `[N, H, W, 3]` in
   `[0, 255]` at any size -> bilinear resize to 299x299 with TF1 legacy alignment
   (`src = dst * in / out`, no half-pixel offset, last pixel repeated at the edge) ->
   `(x - 128) / 128`.
@@ -76,7 +76,7 @@ def resize_bilinear(x: jnp.ndarray, height: int, width: int,
     height: output height.
     width: output width.
     half_pixel_centers: False for TF1 legacy alignment (`src = dst * in / out`, the official
-      Inception input, SPEC.md §4.2); True for torch `interpolate(mode='bilinear',
+      Inception input, REFERENCE.md §5.2); True for torch `interpolate(mode='bilinear',
       align_corners=False)` (pytorch-fid).
 
   Returns:
@@ -256,7 +256,7 @@ class InceptionE(nn.Module):
 class InceptionLogits(nn.Module):
   """`fc`: 2048 -> 1008, params `weight [2048, 1008]`, `bias [1008]`.
 
-  `no_output_bias=True` drops the bias, as the official Inception Score (SPEC.md §4.4: ADA's
+  `no_output_bias=True` drops the bias, as the official Inception Score (REFERENCE.md §5.4: ADA's
   `no_output_bias=True`, TF's `inception_v3_softmax.pkl`).
   """
   num_classes: int = 1008

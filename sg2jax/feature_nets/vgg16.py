@@ -1,4 +1,4 @@
-"""VGG16 (torchvision layout) to its 4096-d fc2 features, for precision and recall (SPEC.md §4.5).
+"""VGG16 (torchvision layout) to its 4096-d fc2 features for precision/recall (REFERENCE.md §5.5).
 
 The network is torchvision's `vgg16`: 13 3x3 convolutions with ReLU in five blocks, each block
 followed by a 2x2 max pool; an adaptive average pool to 7x7 (the identity at 224x224); then
@@ -9,7 +9,7 @@ identity (eval). The precision/recall features are `fc2` after its ReLU (Kynkä�
 Input: `[N, H, W, 3]` fed to the first convolution as it is: like torchvision's module, VGG16 does
 no input normalization inside, so the caller scales images the way the weights expect.
 `resize_input=True` first resizes to 224x224 by area averaging (torch `interpolate(mode='area')`).
-Unverified: how NVIDIA's `vgg16.pt` scales and resizes inside its TorchScript (SPEC.md §9.5).
+Unverified: how NVIDIA's `vgg16.pt` scales and resizes inside its TorchScript (REFERENCE.md §5.11).
 
 Weights: a torchvision-layout state_dict `.pth` (`features.0.weight` ... `classifier.6.bias`),
 e.g. torchvision's ImageNet `vgg16-397923af.pth` (`VGG16_WEIGHTS_URL`), read with numpy only by
@@ -85,7 +85,7 @@ def adaptive_avg_pool(x: jnp.ndarray, height: int, width: int) -> jnp.ndarray:
 def preprocess_imagenet(images: jnp.ndarray) -> jnp.ndarray:
   """uint8-valued `[N, H, W, 3]` in [0, 255] -> `(x / 255 - mean) / std` (torchvision's ImageNet
   normalization, what torchvision's VGG16 weights expect). Used by precision/recall; how NVIDIA's
-  `vgg16.pt` scales its input is unverified (SPEC.md §9.5)."""
+  `vgg16.pt` scales its input is unverified (REFERENCE.md §5.11)."""
   x = images.astype(jnp.float32) / 255.0
   return (x - jnp.asarray(IMAGENET_MEAN, jnp.float32)) / jnp.asarray(IMAGENET_STD, jnp.float32)
 

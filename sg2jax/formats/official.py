@@ -11,7 +11,7 @@ then one function changes the layouts to sg2jax's:
 | ADA entry | sg2jax | change |
 |---|---|---|
 | conv `weight [O, I, kh, kw]` | `weight [kh, kw, I, O]` | transpose (2, 3, 1, 0) |
-| G `conv0` / `skip` weight (up=2) | same | also flipped spatially: ADA runs these as true convolutions, sg2jax correlates everywhere (SPEC.md §1.15, §7.4) |
+| G `conv0` / `skip` weight (up=2) | same | also flipped spatially: ADA runs these as true convolutions, sg2jax correlates everywhere (REFERENCE.md §8.1) |
 | dense `weight [O, I]` | `weight [I, O]` | transpose |
 | D `b4.fc.weight` | `weight [16C, O]` | rows permuted from (c, h, w) to (h, w, c) order (NHWC flatten) |
 | `synthesis.b4.const [C, 4, 4]` | `const [4, 4, C]` | transpose |
@@ -217,7 +217,7 @@ _TF_MOD_LEAVES = {'mod_weight': 'affine.weight', 'mod_bias': 'affine.bias'}
 def tf_to_ada_state_dict(tf_vars: dict[str, np.ndarray], network: str) -> dict[str, np.ndarray]:
   """Renames TF StyleGAN2 variables (component-prefixed, `synthesis/8x8/Conv0_up/weight` or
   `G_synthesis/...`)
-  to ADA `state_dict` entries, with ADA layouts (SPEC.md §1.15):
+  to ADA `state_dict` entries, with ADA layouts (REFERENCE.md §8.1):
   conv HWIO -> OIHW, flipped for `Conv0_up` / G `Skip`; dense `[in, out]` -> `[out, in]`;
   `mod_bias + 1`; `noise{i}` -> the i-th layer's `noise_const`; `dlatent_avg` -> `w_avg`.
   Unknown variable names are an error that names them.

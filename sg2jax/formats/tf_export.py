@@ -5,9 +5,9 @@ The file is what NVlabs/stylegan2 (TensorFlow) saved: the tuple `(G, D, Gs)` of
 functions' static kwargs, numpy arrays only and no code. stylegan2-ada-pytorch's
 `legacy.load_network_pkl` converts it to its `G`, `D` and `G_ema` (so its generate.py,
 projector.py, calc_metrics.py and `train.py --resume` open it; stylegan3's legacy.py reads the
-same fields, SPEC_TURN2.md §B.5, not run here), and sg2jax reads it back with
+same fields, REFERENCE.md §8.7, not run here), and sg2jax reads it back with
 `formats/official.py`. This module is the inverse of that reader: sg2jax paths -> TF names, with
-these layout changes (SPEC_TURN2.md §B.3):
+these layout changes (REFERENCE.md §8.5):
 
 | sg2jax | TF | change |
 |---|---|---|
@@ -19,7 +19,7 @@ these layout changes (SPEC_TURN2.md §B.3):
 | `noise_const [H, W]` (`buffers`) | `synthesis/noise{j}` | `[1, 1, H, W]` (4) |
 | `mapping/w_avg` (`stats`) | G `dlatent_avg` | none |
 
-(1) sg2jax keeps kernels as TF does (SPEC.md §1.15); ADA's up=2 kernels are the flipped ones.
+(1) sg2jax keeps kernels as TF does (REFERENCE.md §8.1); ADA's up=2 kernels are the flipped ones.
 (2) TF adds the 1 at run time; sg2jax stores it. (3) TF flattens NCHW activations, sg2jax NHWC.
 (4) j numbers the conv layers from 4x4: 0 at 4x4, then `2 log2(r) - 5` (conv0), `- 4` (conv1).
 
@@ -71,7 +71,7 @@ _PROGRESSIVE_CLASSES = ('StyleGenerator', 'ProgressiveGenerator', 'BasicDiscrimi
 
 
 # ----------------------------------------------------------------------------------------------
-# What can be exported, and the static kwargs that rebuild it (SPEC_TURN2.md §B.2, §B.4.4).
+# What can be exported, and the static kwargs that rebuild it (REFERENCE.md §8.4, §8.6).
 
 def exportable_config(name: str, config: dict) -> dict:
   """The full config (every field, defaults included) of network `name` (G, D or G_ema), or a
@@ -151,7 +151,7 @@ def discriminator_kwargs(config: dict) -> dict:
   """The static kwargs of a sg2jax `Discriminator` config, under the names legacy.py reads.
 
   `mbstd_group_size` is always written: when it is absent, legacy.py groups the whole minibatch,
-  TF groups 4 (SPEC_TURN2.md §B.2). The label mapping's keys are written for conditional
+  TF groups 4 (REFERENCE.md §8.4). The label mapping's keys are written for conditional
   networks only (sg2jax's TF reader refuses them).
   """
   group = config.get('mbstd_group_size')
@@ -346,11 +346,11 @@ def _pickling_names() -> Iterator[None]:
 
   - `dnnlib.tflib.network.Network`: pickle looks a class up by its module name before naming it,
     so stub modules `dnnlib`, `dnnlib.tflib`, `dnnlib.tflib.network` stand in sys.modules
-    (SPEC_TURN2.md §B.4.5); whatever was there before comes back afterwards.
+    (REFERENCE.md §8.6); whatever was there before comes back afterwards.
   - numpy >= 2 names its array constructor `numpy._core.multiarray._reconstruct`, which numpy <
-    1.26.1 (the stylegan2-ada era) cannot import (numpy issue #28340); the same function is still
-    `numpy.core.multiarray._reconstruct` in numpy 2, the name numpy 1.x writes, so it carries that
-    name while pickling (SPEC_TURN2.md §B.4.6).
+    1.26.1 (the stylegan2-ada era) cannot import (github.com/numpy/numpy/issues/28340); the same
+    function is still `numpy.core.multiarray._reconstruct` in numpy 2, the name numpy 1.x writes,
+    so it carries that name while pickling (REFERENCE.md §8.6).
   Both change process-wide state for the duration: do not pickle in other threads meanwhile.
   """
   stub = types.ModuleType('dnnlib.tflib.network')

@@ -1,1 +1,1 @@
-"""Metrics of SPEC.md §4 and the feature networks they use."""
+"""Metrics of REFERENCE.md §5 and the feature networks they use."""

@@ -12,7 +12,7 @@ use) and two caches:
   every run), the feature network's (every weight's bytes and the input protocol) and the
   protocol (count, flips).
 
-Protocol (SPEC.md §4.1): the generator runs in float32 without truncation, noise `random`; its
+Protocol (REFERENCE.md §5.1): the generator runs in float32 without truncation, noise `random`; its
 images become uint8 values exactly as `sg2jax.images.to_uint8` (`uint8_values`), grey
 images are repeated to RGB, and the feature networks take them at full resolution and resize
 inside. Everything a batch needs, from the key to the features, is one jitted program; batches
@@ -63,7 +63,7 @@ def uint8_values(images: jnp.ndarray) -> jnp.ndarray:
   """`[-1, 1]` -> float32 holding uint8 values: `clip(floor(127.5 x + 128), 0, 255)`.
 
   `sg2jax.images.to_uint8` on the device (clip-then-truncate of non-negative values is
-  floor-then-clip); SPEC.md §4.1, §7.21.
+  floor-then-clip); REFERENCE.md §5.1.
   """
   x = images.astype(jnp.float32) * 127.5 + 128.0
   return jnp.clip(jnp.floor(x), 0.0, 255.0)
@@ -160,7 +160,7 @@ def load_detector(name: str, path: Optional[str | Path]) -> Detector:
 
 
 def metric_generator(generator: nn.Module) -> nn.Module:
-  """The generator as the metrics run it: in float32 (SPEC.md §4.6), modulating activations.
+  """The generator as the metrics run it: in float32 (REFERENCE.md §5.6), modulating activations.
 
   The fused form gives the same values (tested), but XLA's SPMD partitioner (jax 0.10.2)
   mis-splits its grouped convolution when the batch is sharded ("output feature dimension not

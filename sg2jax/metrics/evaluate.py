@@ -6,7 +6,7 @@ from the training loop at every snapshot. Results are appended as JSON lines to
 `seconds`, `network`, `kimg`, `step`, `seed`, `timestamp`) and written to TensorBoard as
 `Metrics/<metric>`.
 
-Repeats (`--repeats N`, the paper averages 10 runs, SPEC.md §4.1) use seeds `seed .. seed+N-1`;
+Repeats (`--repeats N`, the paper averages 10 runs, REFERENCE.md §5.1) use seeds `seed .. seed+N-1`;
 `value` is the mean and `std` the sample standard deviation (N - 1) over the runs (0 for one run).
 Within one run the metrics share generated images (FID, KID and IS of the same seed generate
 once); `seconds` counts shared work in the first metric that needed it.

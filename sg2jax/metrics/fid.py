@@ -1,4 +1,4 @@
-"""Fréchet Inception Distance (Heusel et al. 2017) as the paper and ADA compute it (SPEC.md §4.2).
+"""Fréchet Inception Distance (Heusel et al. 2017) as in the paper and in ADA (REFERENCE.md §5.2).
 
 `FID = ||mu_r - mu_g||^2 + Tr(Sigma_r + Sigma_g - 2 sqrtm(Sigma_g Sigma_r))` (real part) on the
 2048-d Inception-v3 pool3 features of uint8 images at full resolution (`context.py`).
@@ -53,7 +53,8 @@ def feature_statistics(features: np.ndarray, ddof: int) -> tuple[np.ndarray, np.
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray,
                      sigma2: np.ndarray) -> float:
-  """`||mu1 - mu2||^2 + Tr(sigma1 + sigma2 - 2 sqrtm(sigma1 sigma2))`, real part (SPEC.md §4.2).
+  """`||mu1 - mu2||^2 + Tr(sigma1 + sigma2 - 2 sqrtm(sigma1 sigma2))`, real part
+  (REFERENCE.md §5.2).
 
   `Tr sqrtm(sigma1 sigma2) = Tr sqrtm(sigma2 sigma1)`, so the order of the sets does not matter.
   `sqrtm` of a singular product (fewer samples than dimensions) may carry small imaginary parts

@@ -1,4 +1,4 @@
-"""Inception Score (Salimans et al. 2016) as TF and ADA's `is50k` (SPEC.md §4.4).
+"""Inception Score (Salimans et al. 2016) as TF and ADA's `is50k` (REFERENCE.md §5.4).
 
 50,000 generated images; `p(y|x)` is the softmax of the 1008 Inception logits computed **without
 the output bias** (ADA `no_output_bias=True`, TF `inception_v3_softmax.pkl`). The images are split

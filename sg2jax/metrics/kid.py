@@ -1,4 +1,4 @@
-"""Kernel Inception Distance (Bińkowski et al. 2018) with ADA's subsets (SPEC.md §4.3).
+"""Kernel Inception Distance (Bińkowski et al. 2018) with ADA's subsets (REFERENCE.md §5.3).
 
 `kid50k_full`: 50,000 generated images against every dataset image (at most 1,000,000), the
 2048-d Inception pool3 features. With `m = min(n_real, n_gen, 1000)`, for each of 100 subsets

@@ -1,14 +1,14 @@
-"""Linear separability (Karras et al. 2019, StyleGAN paper), the official TF protocol (SPEC.md
-§4.7, SPEC_TURN2 §C; NVlabs/stylegan `metrics/linear_separability.py`).
+"""Linear separability (Karras et al. 2019, StyleGAN paper), the official TF protocol (REFERENCE.md
+§5.7; NVlabs/stylegan `metrics/linear_separability.py`).
 
-Sampling (one jitted, sharded program per batch; SPEC_TURN2 §C.3):
+Sampling (one jitted, sharded program per batch; REFERENCE.md §5.7):
 1. `z ~ N(0, I)`; `w = mapping(z)` without truncation; images = `synthesis(w)` with random
    noise, float32, raw ([-1, 1], no quantization, no clipping); grey images repeated to RGB.
 2. Larger than 256: box-averaged over `f x f` blocks, `f = H // 256` (official `:127-131`).
 3. The 40 CelebA-HQ attribute classifiers give one logit `l` each; kept per sample: `z`, the last
    row of `w` (`dlatents[:, -1]`) and the logits.
 
-Per attribute, on the host (SPEC_TURN2 §C.4):
+Per attribute, on the host (REFERENCE.md §5.7):
 4. `p = softmax([l, -l])` (float32); confidence `max(p)`; keep the `num_keep` most confident
    samples (stable sort by descending confidence: ties keep sample order; `num_keep =
    num_samples // 2`, the official 100,000 of 200,000); label `y = argmax(p)` (0 when `l >= 0`).
@@ -17,7 +17,7 @@ Per attribute, on the host (SPEC_TURN2 §C.4):
 6. `P[x][y]`, the 2x2 table of joint frequencies (rows: SVM prediction, columns: label);
    `H(Y|X) = H(Y) - I(X; Y)` in bits, zero-probability terms skipped, clamped at >= 0.
 
-Score (SPEC_TURN2 §C.5): `ls_X = 2 ** (sum over the attributes of H(Y|X))`, reported as `ls_z`
+Score (REFERENCE.md §5.7): `ls_X = 2 ** (sum over the attributes of H(Y|X))`, reported as `ls_z`
 and `ls_w`. The paper writes `exp(sum H)`, but the official code computes the entropies in bits
 and raises 2 to their sum (`:173`); sg2jax follows the code, so its numbers compare with the
 published ones.

@@ -1,4 +1,4 @@
-"""Perceptual path length (Karras et al. 2019), TF's protocol (SPEC.md §4.6).
+"""Perceptual path length (Karras et al. 2019), TF's protocol (REFERENCE.md §5.6).
 
 Per sample, with eps = 1e-4:
 1. `z0, z1 ~ N(0, I)`; `t ~ U(0, 1)` (`full` sampling) or `t = 0` (`end`, path endpoints).
@@ -51,7 +51,7 @@ def normalize(x: jnp.ndarray) -> jnp.ndarray:
 
 
 def slerp_directions(a: jnp.ndarray, b: jnp.ndarray, t: jnp.ndarray) -> jnp.ndarray:
-  """Spherical interpolation of the directions of `a` and `b` `[N, D]` at `t [N]` (SPEC.md §4.6).
+  """Spherical interpolation of the directions of `a`, `b` `[N, D]` at `t [N]` (REFERENCE.md §5.6).
 
   1. `a, b` normalized; `d = a . b`; `p = t acos(d)`.
   2. `c = normalize(b - d a)` (the unit direction from a towards b).

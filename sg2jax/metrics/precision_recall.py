@@ -1,4 +1,4 @@
-"""Improved precision and recall (Kynkäänniemi et al. 2019), k = 3 (SPEC.md §4.5).
+"""Improved precision and recall (Kynkäänniemi et al. 2019), k = 3 (REFERENCE.md §5.5).
 
 On the 4096-d VGG16 fc2 features of real and generated images:
 1. For a reference set, the radius of sample j is its distance to its k-th nearest neighbour in

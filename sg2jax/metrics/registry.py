@@ -1,4 +1,4 @@
-"""Metric names -> how to compute them (SPEC.md §4.8).
+"""Metric names -> how to compute them (REFERENCE.md §5.10).
 
 Every metric is `compute(ctx, num_samples, seed) -> {result name: value}` on a
 `sg2jax.metrics.context.MetricContext`. The names are the official ones (TF `metric_defaults.py`,

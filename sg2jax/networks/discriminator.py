@@ -1,4 +1,4 @@
-"""Discriminator, architectures orig / skip / resnet, with label conditioning (SPEC.md §1.9, §1.11)."""
+"""Discriminator (orig / skip / resnet) with label conditioning (REFERENCE.md §1.9, §1.11)."""
 
 from typing import Optional, Sequence
 

@@ -1,4 +1,4 @@
-"""Generator = mapping + synthesis, and style mixing (SPEC.md §1.5-§1.7)."""
+"""Generator = mapping + synthesis, and style mixing (REFERENCE.md §1.5-§1.7)."""
 
 from typing import Optional, Sequence, Union
 
@@ -25,7 +25,7 @@ def mix_styles(ws: jnp.ndarray, ws2: jnp.ndarray, cutoff: Union[int, jnp.ndarray
 def sample_mixing_cutoff(key: jax.Array, num_ws: int, mixing_prob: float) -> jnp.ndarray:
   """One cutoff per minibatch: uniform in `[1, num_ws - 1]` with prob `mixing_prob`, else `num_ws`.
 
-  (`num_ws` means no mixing; SPEC.md §1.6.)
+  (`num_ws` means no mixing; REFERENCE.md §1.6.)
   """
   key_prob, key_cutoff = jax.random.split(key)
   cutoff = jax.random.randint(key_cutoff, (), 1, num_ws)

@@ -29,7 +29,7 @@ def channels_at(resolution: int, channel_base: int, channel_max: int) -> int:
   """Feature maps of a block at `resolution`: `min(channel_base // resolution, channel_max)`.
 
   `channel_base` is ADA's name (= 2 * TF `fmap_base`): 16384 for configs A-E, 32768 for config F
-  (SPEC.md §1.8).
+  (REFERENCE.md §1.8).
   """
   return min(channel_base // resolution, channel_max)
 
@@ -73,7 +73,7 @@ class EqualizedDense(nn.Module):
   """Fully connected layer with equalized learning rate: params `weight [in, out]`, `bias [out]`.
 
   The weight is initialized `N(0, 1/lr^2)` and the bias `bias_init`, both stored raw and scaled
-  at run time (`weight * lr / sqrt(in)`, `bias * lr`), as the official layers (SPEC.md §1.1).
+  at run time (`weight * lr / sqrt(in)`, `bias * lr`), as the official layers (REFERENCE.md §1.1).
   """
   features: int
   lr_multiplier: float = 1.0

@@ -1,4 +1,4 @@
-"""Mapping network z -> w with w_avg tracking and truncation (SPEC.md §1.5, §1.6, §1.11)."""
+"""Mapping network z -> w with w_avg tracking and truncation (REFERENCE.md §1.5, §1.6, §1.11)."""
 
 from typing import Optional, Union
 
@@ -45,7 +45,7 @@ class MappingNetwork(nn.Module):
   """z (and a label c) -> w, broadcast to `num_ws` layers.
 
   1. `x = normalize_2nd_moment(z)`; with labels, `concat(x, normalize_2nd_moment(embed(c)))`
-     (ADA's conditioning, SPEC.md §1.11).
+     (ADA's conditioning, REFERENCE.md §1.11).
   2. `num_layers` equalized dense layers, lr multiplier 0.01, each followed by lrelu * sqrt(2).
   3. With `update_w_avg=True` (training; needs `mutable=['stats']`):
      `w_avg <- mean_batch(w) + w_avg_beta * (w_avg - mean_batch(w))`.

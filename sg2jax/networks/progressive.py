@@ -1,5 +1,5 @@
 """Progressive-growing StyleGAN2 networks of configs B-D (TF `G_synthesis_stylegan_revised` with
-`G_main`, and `D_stylegan`; SPEC.md §1.14).
+`G_main`, and `D_stylegan`; REFERENCE.md §1.13).
 
 The layers are StyleGAN2's (modulated convs with demodulation, noise strength, FIR up/down
 convs); the architecture is `orig` plus a ToRGB / FromRGB at every level. `lod` (traced) and

@@ -1,5 +1,5 @@
 """The original StyleGAN networks of config A (TF `networks_stylegan.py`: G_style, D_basic;
-SPEC.md §1.14), with progressive growing built in.
+REFERENCE.md §1.13), with progressive growing built in.
 
 Differences from StyleGAN2, all per the official code:
 - equalized layers put the activation's sqrt(2) into the weight scale (`gain`), and lrelu has no
@@ -11,7 +11,7 @@ Differences from StyleGAN2, all per the official code:
 
 Progressive growing: `lod` (a traced scalar) and `resolution` (static, `R / 2^floor(lod)`) select
 the level; with `t = lod - floor(lod)` the image is `lerp(rgb_r, up(rgb_{r/2}), t)` shown at R by
-nearest upsampling, and D reads `box_down(img)` at the matching levels (SPEC.md §1.14). The
+nearest upsampling, and D reads `box_down(img)` at the matching levels (REFERENCE.md §1.13). The
 growing synthesis and discriminator, and D's levels, are bases here that the networks of configs
 B-D (`progressive.py`) share: each network only chooses its layers.
 

@@ -1,4 +1,4 @@
-"""Synthesis network ws -> image, architectures orig / skip / resnet (SPEC.md §1.7).
+"""Synthesis network ws -> image, architectures orig / skip / resnet (REFERENCE.md §1.7).
 
 Noise for the convolution layers comes, in order of precedence, from
 - `noise`: a sequence with one unit-variance array per layer (layer order = TF `noise0..`),
@@ -27,7 +27,7 @@ ARCHITECTURES = ('orig', 'skip', 'resnet')
 
 
 def num_ws_for(img_resolution: int) -> int:
-  """`2 * log2(R) - 2`: one w per conv layer plus one for the last ToRGB (SPEC.md §1.6)."""
+  """`2 * log2(R) - 2`: one w per conv layer plus one for the last ToRGB (REFERENCE.md §1.6)."""
   return 2 * check_resolution(img_resolution) - 2
 
 

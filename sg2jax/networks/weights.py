@@ -70,7 +70,7 @@ def example_inputs(network: nn.Module, batch_size: int = 1) -> tuple:
 
 
 def init_variables(network: nn.Module, key: jax.Array) -> dict:
-  """Freshly initialized variables (official initialization, SPEC.md §1.10)."""
+  """Freshly initialized variables (official initialization, REFERENCE.md §1.10)."""
   kwargs = {'noise_mode': 'const'} if is_generator(network) else {}
   return dict(network.init({'params': key}, *example_inputs(network), **kwargs))
 

@@ -1,4 +1,4 @@
-"""Bias + activation + gain + clamp, fused in one function (SPEC.md §1.2)."""
+"""Bias + activation + gain + clamp, fused in one function (REFERENCE.md §1.2)."""
 
 from typing import Callable, Optional
 

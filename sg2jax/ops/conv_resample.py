@@ -1,7 +1,7 @@
-"""2-D convolution fused with FIR resampling, as the StyleGAN2 up/down layers use it (SPEC.md §1.3).
+"""2-D convolution fused with FIR resampling, as in StyleGAN2's up/down layers (REFERENCE.md §1.3).
 
 Every convolution in sg2jax is a cross-correlation with an HWIO kernel (TF semantics); the ADA
-loader flips its up-sampling kernels to match (SPEC.md §1.15).
+loader flips its up-sampling kernels to match (REFERENCE.md §8.1).
 """
 
 import jax.numpy as jnp

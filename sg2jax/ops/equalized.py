@@ -1,4 +1,4 @@
-"""Equalized learning rate: weights stored at unit scale, scaled at run time (SPEC.md §1.1).
+"""Equalized learning rate: weights stored at unit scale, scaled at run time (REFERENCE.md §1.1).
 
 A layer stores `theta ~ N(0, (1/lr)^2)` and uses `W = theta * lr / sqrt(fan_in)`; its bias is
 stored as `beta` and used as `beta * lr`. With Adam this makes `lr` a per-layer learning rate.
@@ -57,7 +57,7 @@ def equalized_conv2d(
      `kernel_size // 2` padding and resampling as `conv2d_resample`.
   2. `y = act(y + bias) * default_gain(act) * gain`, clipped to `conv_clamp * gain` when set.
 
-  `gain` is the extra scale of resnet branches (`sqrt(0.5)`, SPEC.md §1.7, §1.9).
+  `gain` is the extra scale of resnet branches (`sqrt(0.5)`, REFERENCE.md §1.7, §1.9).
   """
   kh, kw, cin, _ = weight.shape
   w = weight.astype(x.dtype) * jnp.asarray(weight_gain(kh * kw * cin), x.dtype)

@@ -1,4 +1,4 @@
-"""Minibatch standard deviation (SPEC.md §1.9, §7.13)."""
+"""Minibatch standard deviation (REFERENCE.md §1.9)."""
 
 from typing import Optional
 
@@ -31,7 +31,7 @@ def minibatch_stddev(x: jnp.ndarray, group_size: Optional[int] = 4, num_channels
 
   With `shard_size`, the batch is first cut into consecutive shards of that many samples (one
   per official GPU) and the groups form within each shard, as when every GPU runs D on its own
-  part of the batch (SPEC.md §3.6). A global batch sharded over devices then gives the same
+  part of the batch (REFERENCE.md §2.6). A global batch sharded over devices then gives the same
   groups whatever the number of devices.
 
   Args:

@@ -1,4 +1,4 @@
-"""Modulated convolution (SPEC.md §1.4), written for one sample; the fused form is `jax.vmap`-ed.
+"""Modulated convolution (REFERENCE.md §1.4) for one sample; the fused form is `jax.vmap`-ed.
 
 Vmapping the fused form, whose kernel differs per sample, makes XLA's batching rule emit one
 grouped convolution (`feature_group_count = N`); the non-fused form, whose kernel is shared,

@@ -1,4 +1,4 @@
-"""Second-moment normalization of latent vectors (mapping-network input, SPEC.md §1.5)."""
+"""Second-moment normalization of latent vectors (mapping-network input, REFERENCE.md §1.5)."""
 
 import jax.numpy as jnp
 from jax import lax

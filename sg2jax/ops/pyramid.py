@@ -1,4 +1,4 @@
-"""Resolution pyramid of progressive growing (configs A-D, SPEC.md §1.14, §2.1).
+"""Resolution pyramid of progressive growing (configs A-D, REFERENCE.md §1.13, §3.3).
 
 The growing path uses plain nearest-neighbour upsampling and box (block-mean) downsampling, not
 the FIR resamplers of the StyleGAN2 layers.

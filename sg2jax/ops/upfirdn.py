@@ -1,4 +1,4 @@
-"""FIR up/down-sampling (`upfirdn2d`) on NHWC images, as StyleGAN2 uses it (SPEC.md §1.3).
+"""FIR up/down-sampling (`upfirdn2d`) on NHWC images, as StyleGAN2 uses it (REFERENCE.md §1.3).
 
 The filter is a float32 2-D array `[fh, fw]`. Padding follows the official argument order
 `(x0, x1, y0, y1)`: pixels added before/after along the width, then along the height, counted on
@@ -58,7 +58,7 @@ def upfirdn2d(
 ) -> jnp.ndarray:
   """Pads, upsamples, FIR-filters and downsamples a batch of images, channel by channel.
 
-  Per channel, as the official `upfirdn2d` (SPEC.md §1.3):
+  Per channel, as the official `upfirdn2d` (REFERENCE.md §1.3):
   1. Upsample by inserting `up - 1` zeros after every pixel (`H -> H * up`).
   2. Pad with zeros (`padding`, may be negative = crop).
   3. Convolve with `f * gain` in valid mode: a true convolution, i.e. correlation with the
@@ -67,8 +67,8 @@ def upfirdn2d(
 
   On CPU (`_upfirdn2d_slices`), steps 1-2 are one `lax.pad` (interior zeros + edge pads; XLA
   puts interior zeros only *between* pixels, so `up - 1` is added to the high pad to also get the
-  trailing zeros of step 1, SPEC.md §7.3) and steps 3-4 a weighted sum of strided slices, one per
-  tap (per axis when the filter is an exact outer product, as `[1, 3, 3, 1]`), which XLA fuses
+  trailing zeros of step 1, REFERENCE.md §1.3) and steps 3-4 a weighted sum of strided slices, one
+  per tap (per axis when the filter is an exact outer product, as `[1, 3, 3, 1]`), which XLA fuses
   into one elementwise loop; a depthwise convolution computes the same, but XLA:CPU runs it
   15-100x slower. In programs for GPUs and TPUs (`_upfirdn2d_depthwise`) all four steps are one
   depthwise convolution (`feature_group_count=C`, the zeros as `lhs_dilation`, the stride as
@@ -174,7 +174,7 @@ def upsample2d(x: jnp.ndarray, f: np.ndarray, up: int = 2, padding: Padding = 0,
   """Upsamples by `up` with the FIR filter, keeping the image centred (`H -> H * up`).
 
   Pads `(fw + up - 1) // 2` before and `(fw - up) // 2` after (2/1 for a 4-tap filter) and
-  multiplies the gain by `up**2` to make up for the inserted zeros (SPEC.md §7.1).
+  multiplies the gain by `up**2` to make up for the inserted zeros (REFERENCE.md §1.3).
   """
   x0, x1, y0, y1 = parse_padding(padding)
   fh, fw = np.asarray(f).shape

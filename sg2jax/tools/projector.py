@@ -1,5 +1,5 @@
-"""The paper's projector (Karras et al. 2020, Sec. 5; SPEC.md §5): find the `w` and the noise maps
-for which G draws a given image.
+"""The paper's projector (Karras et al. 2020, Sec. 5; REFERENCE.md §6): find the `w` and the noise
+maps for which G draws a given image.
 
 For each target, independently (a batch of targets is one batch of independent problems):
 1. W statistics: `w` of 10,000 `z` from `RandomState(123)`; `w_avg = mean(w)`,
@@ -17,15 +17,15 @@ W+ (`space='w_plus'`, Abdal et al. 2019, "Image2StyleGAN"): one `w` per layer, `
 each starting at `w_avg`; the same schedule, noise maps, losses and renormalization; the w-noise
 of step 3 is drawn for every layer independently (`N(0, I)` of shape `[num_ws, w_dim]`, the same
 `sigma_i`). The result is the optimized `[num_ws, w_dim]` itself, in the same `projected_w.npz`
-layout. Differs from official: the official projectors optimize W only (SPEC.md §5).
+layout. Differs from official: the official projectors optimize W only (REFERENCE.md §6).
 
 The whole optimization is one jitted `lax.scan` over the steps (or scans over chunks of steps, with
 the state kept on the devices in between, when the caller wants progress reports or video frames).
 The targets are split over the devices of a 1-D mesh.
 
-Differs from official (SPEC.md §5): the distance is LPIPS v0.1 VGG16 with the `lpips` package's
+Differs from official (REFERENCE.md §6): the distance is LPIPS v0.1 VGG16 with the `lpips` package's
 weights (`sg2jax.feature_nets.lpips`; TF used `vgg16_zhang_perceptual.pkl`, ADA `vgg16.pt`). It
-takes images in `[-1, 1]`, so SPEC's mapping to `[0, 255]` is folded into it. Networks below 32x32
+takes images in `[-1, 1]`, so the mapping to `[0, 255]` is folded into it. Networks below 32x32
 (where VGG16's fifth block would see less than 2x2 pixels, and nothing at 8x8) have their images
 and targets repeated to 32x32 (nearest) before LPIPS; the official projector never sees such
 networks.
@@ -53,7 +53,7 @@ from sg2jax.ops.pyramid import downsample_box
 from sg2jax.sharding import DATA_AXIS, batch_sharded, make_mesh, replicated
 from sg2jax.tools.sampling import class_labels, layer_resolutions
 
-LPIPS_MAX_RESOLUTION = 256  # larger images are box-downsampled to this (SPEC.md §5)
+LPIPS_MAX_RESOLUTION = 256  # larger images are box-downsampled to this (REFERENCE.md §6)
 LPIPS_MIN_RESOLUTION = 32  # smaller ones are repeated up to it (sg2jax only, see above)
 W_AVG_SEED = 123  # RandomState seed of the w-statistics latents (official projector)
 NOISE_REG_MIN_SIZE = 8  # the noise pyramid stops at this size
@@ -109,7 +109,7 @@ def _halve(x: jnp.ndarray) -> jnp.ndarray:
 
 
 def noise_regularization(noise_maps: Sequence[jnp.ndarray]) -> jnp.ndarray:
-  """Per-sample autocorrelation penalty of the noise maps (SPEC.md §5), `[N]`.
+  """Per-sample autocorrelation penalty of the noise maps (REFERENCE.md §6), `[N]`.
 
   For every map `n` `[N, H, W]` and its 2x2-average-pooled copies while the size is above 8
   (the map itself, then down to 8x8): `mean(n * roll_x(n, 1))^2 + mean(n * roll_y(n, 1))^2`,
@@ -140,7 +140,7 @@ def normalize_noise(noise_maps: Sequence[jnp.ndarray]) -> tuple[jnp.ndarray, ...
 
 def lpips_input(images: jnp.ndarray) -> jnp.ndarray:
   """Generator images `[N, R, R, C]` in `[-1, 1]` -> what LPIPS sees: RGB (grey repeated),
-  box-downsampled to 256x256 above 256 (SPEC.md §5), repeated (nearest) up to 32x32 below 32."""
+  box-downsampled to 256x256 above 256 (REFERENCE.md §6), repeated (nearest) to 32x32 below 32."""
   images = images.astype(jnp.float32)
   if images.shape[-1] == 1:
     images = jnp.repeat(images, 3, axis=-1)
@@ -382,7 +382,7 @@ def project(generator: nn.Module, variables: dict, targets: np.ndarray, *,
             record_frames: bool = False,
             devices: Optional[Sequence[jax.Device]] = None,
             space: str = 'w') -> ProjectionResult:
-  """Projects target images into the generator's W (SPEC.md §5) or W+ space, all targets as one
+  """Projects target images into the generator's W (REFERENCE.md §6) or W+ space, all targets as one
   batch.
 
   Args:

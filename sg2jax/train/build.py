@@ -5,11 +5,11 @@ typed settings (`Hyperparameters`, `LoopSettings`, `MetricSettings`, the data's
 `DatasetSpec`). Loop, step, the metrics hook and the eval CLI use those; nothing else reads a
 config key. `load_run_config` reads a run's saved `config.json` back into a config.
 
-Fine-tuning (`config.resume_from`, SPEC_TURN2.md §A.7): G, D and G_ema come from a file (official
+Fine-tuning (`config.resume_from`, REFERENCE.md §7.8): G, D and G_ema come from a file (official
 pickle, `sg2jax.convert` directory or another run's workdir), and so does their architecture;
 the config's network keys must then agree with the file wherever they differ from
-`experiments/base.py`. Freeze-D (`config.freeze_d`, §A.8) and ADA (`config.augment`, §A.6-A.7)
-become optimizer masks and `StepConfig.augment`.
+`experiments/base.py`. Freeze-D (`config.freeze_d`, REFERENCE.md §7.9) and ADA (`config.augment`,
+REFERENCE.md §7.6-§7.7) become optimizer masks and `StepConfig.augment`.
 """
 
 import dataclasses
@@ -44,14 +44,14 @@ CONFIG_FILE = 'config.json'
 
 @dataclasses.dataclass(frozen=True)
 class Hyperparameters:
-  """Every number of a run that is derived rather than read (SPEC.md §3.4, §3.7), logged once.
+  """Every number of a run that is derived rather than read (REFERENCE.md §2.4, §2.7), logged once.
 
   - Lazy regularization: `lr' = lr * c`, `beta' = beta^c` with `c = I / (I + 1)`, for G (I =
     g_reg_interval) and D (I = d_reg_interval), used by the main and regularization steps.
   - G EMA per step: `ema_beta = 0.5^(batch_size / (ema_kimg * 1000))`.
   - Length: `total_nimg = total_kimg * 1000` images (`total_steps` minibatches without growing).
   - ADA: `ada_kimg` is `config.ada_kimg`, or when that is None 100 when fine-tuning from
-    `resume_from` ("react faster") and 500 otherwise (SPEC_TURN2.md §A.7).
+    `resume_from` ("react faster") and 500 otherwise (REFERENCE.md §7.7-§7.8).
   """
   batch_size: int
   num_devices: int
@@ -179,7 +179,7 @@ def augment_settings(config: ml_collections.ConfigDict,
 def step_template(config: ml_collections.ConfigDict, hyper: Hyperparameters) -> StepConfig:
   """The phases' settings that do not change during a run (the schedule sets the rest).
 
-  Fine-tuning (`resume_from`) turns the G_ema ramp-up off, as ADA does (SPEC_TURN2.md §A.7): the
+  Fine-tuning (`resume_from`) turns the G_ema ramp-up off, as ADA does (REFERENCE.md §7.8): the
   ramp-up would overwrite the file's G_ema with the first minibatches' G.
   """
   ema_rampup = config.ema_rampup
@@ -385,7 +385,7 @@ def transfer_networks(config: ml_collections.ConfigDict, networks: dict[str, Net
 
 
 def frozen_d_layers(discriminator: nn.Module, count: int) -> tuple[str, ...]:
-  """The first `count` layers of D in ADA's Freeze-D order (SPEC_TURN2.md §A.8), e.g.
+  """The first `count` layers of D in ADA's Freeze-D order (REFERENCE.md §7.9), e.g.
   `('b32/fromrgb', 'b32/conv0')`.
 
   Layers are counted from the highest resolution down, in the order each block creates them:

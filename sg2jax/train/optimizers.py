@@ -44,7 +44,7 @@ def nan_to_num_gradients(inner: optax.GradientTransformation) -> optax.GradientT
 def freeze(inner: optax.GradientTransformation,
            frozen: Sequence[str]) -> optax.GradientTransformation:
   """`inner` for every parameter except the layers in `frozen`, which get zero updates and no
-  optimizer state (ADA's Freeze-D, SPEC_TURN2.md §A.8: there they are buffers, not parameters).
+  optimizer state (ADA's Freeze-D, REFERENCE.md §7.9: there they are buffers, not parameters).
 
   Gradients still flow through frozen layers to their inputs: only the update is masked.
 

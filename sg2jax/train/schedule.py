@@ -1,7 +1,7 @@
 """What changes during a run: level of detail, working resolution, minibatch and learning rates.
 
 Configs E/F keep everything fixed. Configs A-D grow progressively (TF `training_schedule`,
-SPEC.md §2.1): from `lod_initial_resolution`, `lod_training_kimg` stable then
+REFERENCE.md §3.3): from `lod_initial_resolution`, `lod_training_kimg` stable then
 `lod_transition_kimg` fading in per resolution,
 
   level_index = floor(kimg / (train + transition)),

@@ -12,7 +12,7 @@ from sg2jax.networks.weights import abstract_variables, init_variables
 
 
 class AugmentState(flax.struct.PyTreeNode):
-  """ADA's augmentation probability and the statistic that adapts it (SPEC_TURN2.md §A.7).
+  """ADA's augmentation probability and the statistic that adapts it (REFERENCE.md §7.7).
 
   Attributes:
     p: the augmentation probability, float32 scalar (traced: changing it never recompiles).
@@ -40,7 +40,7 @@ class GANState(flax.struct.PyTreeNode):
     g_ema: the moving average of G: averaged `params`, `stats` and `buffers` copied from G.
     d: D variables (`params`).
     g_opt, d_opt: optax (Adam) states of G and D.
-    pl_mean: running mean `a` of the path lengths (SPEC.md §3.3), float32 scalar.
+    pl_mean: running mean `a` of the path lengths (REFERENCE.md §2.3), float32 scalar.
     base_key: `jax.random.key_data` of the run's key; step keys are `fold_in(base, step)`.
 
   A run with ADA has an `AugmentedGANState` instead; this class keeps exactly the tree of the
@@ -58,7 +58,7 @@ class GANState(flax.struct.PyTreeNode):
 
 
 class AugmentedGANState(GANState):
-  """`GANState` of a run with ADA: plus `augment`, its `AugmentState` (SPEC_TURN2.md §A.7)."""
+  """`GANState` of a run with ADA: plus `augment`, its `AugmentState` (REFERENCE.md §7.7)."""
   augment: AugmentState
 
 

@@ -1,7 +1,7 @@
 """The training phases of one minibatch: pure functions `(models, cfg, state, batch, lod) ->
 (state, metrics)`, a table of when each runs, and `TrainStep`, which jits them over a mesh.
 
-Order and intervals as the official phase list (SPEC.md §3.5, `PHASES`): G main, G reg (every
+Order and intervals as the official phase list (REFERENCE.md §2.5, `PHASES`): G main, G reg (every
 `g_reg_interval` minibatches), D main, D reg (every `d_reg_interval`), then the G EMA update,
 which also advances the step and the image count. Each phase is its own Adam update; a phase's
 keys are `fold_in(fold_in(base, step), phase)`, so a resumed run draws exactly what an
@@ -10,7 +10,7 @@ every minibatch instead (configs A/B). For progressive networks (configs A-D) th
 resolution is static (one compiled program per resolution) and `lod` a traced scalar, so a
 fade-in does not recompile; every network takes `lod` and `resolution` (fixed ones ignore them).
 
-With ADA (`StepConfig.augment`, SPEC_TURN2.md §A.6-A.7) every D evaluation sees augmented
+With ADA (`StepConfig.augment`, REFERENCE.md §7.6-§7.7) every D evaluation sees augmented
 images: G main's fakes, D main's fakes and reals, D reg's reals, with independent draws from
 `fold_in(phase key, AUGMENT_STREAM)`; R1 is the gradient w.r.t. the reals before augmentation.
 `p` is in the state (traced); the D phases count the signs of D's real logits, and the `ada`
@@ -51,7 +51,7 @@ AUGMENT_STREAM = 0xADA  # a phase's augmentation key: fold_in(phase key, AUGMENT
 
 @dataclasses.dataclass(frozen=True)
 class AugmentSettings:
-  """ADA in the phases (SPEC_TURN2.md §A.1, §A.7; made by `train/build.py`).
+  """ADA in the phases (REFERENCE.md §7.1, §7.7; made by `train/build.py`).
 
   Attributes:
     spec: the transforms (a preset such as 'bgc').
@@ -99,8 +99,9 @@ class StepConfig:
 
 def path_length_batch(batch_size: int, pl_batch_shrink: int, num_devices: int) -> int:
   """The path-length regularizer's batch: `pl_batch_shrink` times smaller than the minibatch on
-  every device, as the official code shrinks each GPU's part (`batch_gpu // pl_batch_shrink`),
-  so `batch_size / pl_batch_shrink` whenever the shrink divides the per-device batch. Unlike the
+  every device, as the official code shrinks each GPU's part (`batch_gpu // pl_batch_shrink`,
+  REFERENCE.md §2.3), so `batch_size / pl_batch_shrink` whenever the shrink divides the
+  per-device batch. Unlike the
   official code, whose regularizer gets an empty batch when a GPU has fewer images than the
   shrink, every device keeps at least one image."""
   per_device = batch_size // num_devices
@@ -129,7 +130,7 @@ def split_rows(models: Models, x: jnp.ndarray) -> jnp.ndarray:
 
 
 def ema_beta(batch_size: int, ema_kimg: float, nimg=None, rampup: Optional[float] = None):
-  """G_ema's decay per minibatch, `0.5^(batch / ema_nimg)` (SPEC.md §3.7), `ema_nimg =
+  """G_ema's decay per minibatch, `0.5^(batch / ema_nimg)` (REFERENCE.md §2.7), `ema_nimg =
   ema_kimg * 1000`, limited to `nimg * rampup` with ADA's ramp-up."""
   ema_nimg = ema_kimg * 1000.0
   if rampup is not None:
@@ -149,8 +150,8 @@ def _augment_key(phase_key: jax.Array) -> jax.Array:
 
 
 def real_images(batch: dict, cfg: StepConfig, lod) -> jnp.ndarray:
-  """uint8 `[0, 255]` -> float32 `[-1, 1]` (`x / 127.5 - 1`, SPEC.md §3.1); when growing, the
-  dataset's lower-resolution copy faded by `lod` (TF `process_reals`, SPEC.md §2.1)."""
+  """uint8 `[0, 255]` -> float32 `[-1, 1]` (`x / 127.5 - 1`, REFERENCE.md §2.1); when growing, the
+  dataset's lower-resolution copy faded by `lod` (TF `process_reals`, REFERENCE.md §3.3)."""
   if cfg.resolution is None:
     return batch['image'].astype(jnp.float32) / 127.5 - 1
   images = lower_resolution_copy(batch['image'], cfg.level)
@@ -212,7 +213,7 @@ def discriminate(models: Models, cfg: StepConfig, d_vars: dict, img, c, lod):
 
 
 def augment(cfg: StepConfig, state: GANState, key, img):
-  """`img` through ADA's pipeline with the state's p (SPEC_TURN2.md §A.6), differentiable
+  """`img` through ADA's pipeline with the state's p (REFERENCE.md §7.6), differentiable
   w.r.t. `img`; `img` itself when the run does not augment."""
   if cfg.augment is None:
     return img
@@ -353,7 +354,7 @@ def d_main(models: Models, cfg: StepConfig, state: GANState, batch: dict, lod):
 
 def d_reg(models: Models, cfg: StepConfig, state: GANState, batch: dict, lod):
   """Lazy R1: `gamma / 2 * penalty * d_reg_interval` on the reals (the gradient w.r.t. the reals
-  before augmentation, SPEC_TURN2.md §A.6)."""
+  before augmentation, REFERENCE.md §7.6)."""
   c = labels(batch)
   real = real_images(batch, cfg, lod)
   key_augment = _augment_key(_phase_key(state, 'd_reg'))
@@ -379,7 +380,7 @@ def d_reg(models: Models, cfg: StepConfig, state: GANState, batch: dict, lod):
 
 
 def ema(models: Models, cfg: StepConfig, state: GANState, batch: dict, lod):
-  """G_ema <- G + beta (G_ema - G) (SPEC.md §3.7); buffers and w_avg are copied. Advances the
+  """G_ema <- G + beta (G_ema - G) (REFERENCE.md §2.7); buffers and w_avg are copied. Advances the
   step and the image count."""
   del models, batch, lod
   beta = ema_beta(cfg.batch_size, cfg.ema_kimg, state.nimg, cfg.ema_rampup)
@@ -390,7 +391,7 @@ def ema(models: Models, cfg: StepConfig, state: GANState, batch: dict, lod):
 
 
 def ada(models: Models, cfg: StepConfig, state: GANState, batch: dict, lod):
-  """ADA's adjustment of p (SPEC_TURN2.md §A.7), after every minibatch (the step advanced).
+  """ADA's adjustment of p (REFERENCE.md §7.7), after every minibatch (the step advanced).
 
   When the step is a multiple of `ada_interval` (the official `batch_idx % ada_interval == 0`
   after `batch_idx += 1`) and signs were counted:

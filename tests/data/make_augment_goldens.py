@@ -1,4 +1,4 @@
-"""Makes `tests/data/augment_*.npz` by running the official ADA `AugmentPipe` (SPEC_TURN2.md §A).
+"""Makes `tests/data/augment_*.npz` by running the official ADA `AugmentPipe` (REFERENCE.md §7).
 
 Run with a Python that has torch, pointing at an extracted copy of NVlabs/stylegan2-ada-pytorch:
 
@@ -139,7 +139,7 @@ def main():
             note='1 channel: no hue or saturation gate.')
   # Forced parameters (gate outputs replaced, in the official order of GEOMETRIC_GATES then
   # COLOR_GATES_RGB), identity colour. Both keep the batch-wide margin below the clamp, where the
-  # official padding differs from sg2jax's fixed maximum (SPEC_TURN2.md §A.3 note):
+  # official padding differs from sg2jax's fixed maximum (REFERENCE.md §7.3 note):
   # a pure 30 degree pre-rotation, and a 2x zoom-out (isotropic scale s = 0.5), whose output
   # grid reaches the official zero border.
   identity = {0: 0.0, 1: 0.0, 2: 0.0, 3: 1.0, 4: 0.0, 5: 1.0, 6: 0.0, 7: 0.0,
