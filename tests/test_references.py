@@ -164,7 +164,7 @@ def test_reference_sections_are_numbered_in_order():
 @pytest.mark.parametrize('planted, complaint', [
     ('# as the official code does (NOTES.md §1.3)', 'NOTES.md, which is not in'),
     ('"""Freeze-D (PRIVATE_NOTES_2.md §A.8)."""', 'PRIVATE_NOTES_2.md, which is not in'),
-    ('measured with the TPU compiler (docs/TPU.md)', 'docs/TPU.md, which is not in'),
+    ('measured with the TPU compiler (docs/PODS.md)', 'docs/PODS.md, which is not in'),
     ('the style guide (STYLE.md) says', 'STYLE.md, which is not in'),
     ('# fixed in issue 7', 'issue tracker'),
     ('(issue #7; see there)', 'issue tracker'),
