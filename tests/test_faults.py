@@ -22,6 +22,7 @@ import sys
 import time
 import tracemalloc
 import zipfile
+import zlib
 from pathlib import Path
 
 import jax
@@ -173,6 +174,74 @@ def test_strict_data_saves_a_checkpoint_before_the_error(trained, tmp_path):
   assert checkpoints.latest_step() == step
   assert int(np.asarray(checkpoints.restore_raw_state(step)['step'])) == step
   checkpoints.close()
+
+
+def bomb_png(path: Path, size: int = 20000) -> Path:
+  """A valid PNG of `size` x `size` black pixels (1-bit grey, deflated row by row): about 50 KB
+  on disk that declares 400 million pixels, which Pillow refuses (DecompressionBombError)."""
+  def chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data))
+  deflate, row = zlib.compressobj(9), bytes(1 + size // 8)  # filter byte, then the row's bits
+  pixels = b''.join(deflate.compress(row) for _ in range(size)) + deflate.flush()
+  header = struct.pack('>IIBBBBB', size, size, 1, 0, 0, 0, 0)
+  path.write_bytes(b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', header) + chunk(b'IDAT', pixels) +
+                   chunk(b'IEND', b''))
+  return path
+
+
+def bomb_first(folder: Path, grey: bool = False) -> Path:
+  """`000bomb.png` (sorted first) and GOOD_IMAGES good 8x8 images (RGB, or grey)."""
+  folder.mkdir(parents=True)
+  bomb_png(folder / '000bomb.png')
+  rng = np.random.default_rng(0)
+  for i in range(GOOD_IMAGES):
+    image = rng.integers(0, 256, (8, 8) if grey else (8, 8, 3), dtype=np.uint8)
+    Image.fromarray(image).save(folder / f'img{i:02d}.png')
+  return folder
+
+
+def test_an_unreadable_first_image_is_skipped_and_the_size_comes_from_the_next(trained, tmp_path):
+  """The image `build` reads to learn the data's size and channels is a decompression bomb: it
+  is skipped and counted like any other bad image and the next one gives the size; with
+  config.data.strict, and when no image reads, one line."""
+  from sg2jax.train.build import build
+  from sg2jax.train.loop import train_and_evaluate
+  folder = bomb_first(tmp_path / 'images')
+  bomb = folder / '000bomb.png'
+  assert bomb.stat().st_size < 100_000
+  with pytest.raises(Image.DecompressionBombError):
+    Image.open(bomb)
+  grey = build(folder_config(bomb_first(tmp_path / 'grey', grey=True), 2, resolution=0))
+  assert (grey.generator.img_resolution, grey.generator.img_channels) == (8, 1)
+  assert grey.data.skipped_images == 1 and grey.data.get_state()['bad_images'] == [0]
+  # Training starts (the size learned: config.resolution unset) and reports the skipped image.
+  state = train_and_evaluate(folder_config(folder, 2, resolution=0), tmp_path / 'run')
+  assert int(state.step) == 2
+  checkpoints = TrainCheckpoints(tmp_path / 'run', asynchronous=False)
+  meta = checkpoints.restore_meta(2)
+  checkpoints.close()
+  assert meta['networks']['G']['img_resolution'] == 8 and meta['data']['bad_images'] == [0]
+  from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+  from tensorboard.util.tensor_util import make_ndarray
+  events = EventAccumulator(str(tmp_path / 'run'), size_guidance={'tensors': 0})
+  events.Reload()
+  counts = [float(make_ndarray(e.tensor_proto)) for e in events.Tensors('Data/skipped_images')]
+  assert counts == [1.0], counts
+  with pytest.raises(BadImageError) as error:
+    build(folder_config(folder, 2, **{'resolution': 0, 'data.strict': True}))
+  message = str(error.value)
+  assert message.startswith(f'{bomb}: not a readable image (DecompressionBombError: ')
+  assert message.endswith('(config.data.strict is set)') and '\n' not in message
+  only_bad = tmp_path / 'bad'
+  only_bad.mkdir()
+  (only_bad / 'a.png').write_bytes(b'\x89PNG\r\n\x1a\n but the rest is gone')
+  shutil.copy(bomb, only_bad / 'b.png')
+  with pytest.raises(BadImageError) as error:
+    build(folder_config(only_bad, 2, resolution=0))
+  message = str(error.value)
+  assert message.startswith(f'none of the 2 images of the dataset can be read; the first: '
+                            f'{only_bad / "a.png"}: not a readable image (')
+  assert '\n' not in message
 
 
 # ----------------------------------------------------------------------------------------------
