@@ -738,7 +738,7 @@ def kill_in_a_save(workdir: Path, log: Path, rng: random.Random, where: str,
           os.kill(proc.pid, signal.SIGKILL)
           proc.wait(timeout=60)
           print(f'{where}: killed {1000 * (time.monotonic() - now):.0f} ms into the save of '
-                f'{name} (finished: {steps}; {missed} saves let go, finished before the freeze)')
+                f'{name} (finished: {steps}; saves that finished before the freeze: {missed})')
           return directory / name, steps
         os.kill(proc.pid, signal.SIGCONT)
         missed += 1
