@@ -238,11 +238,29 @@ def test_entropy_and_score_by_hand():
 
 
 def test_single_class_means_perfect_prediction():
+  """All kept samples of one class: LinearSVC refuses to fit, and the only class is predicted
+  (H(Y) = 0, so H(Y|X) = 0 whatever the predictions)."""
   z = np.random.default_rng(0).normal(size=(10, 4))
-  targets = np.zeros(10, np.int64)
-  predictions = ls.fit_and_predict(z, targets)  # LinearSVC refuses one class
-  np.testing.assert_array_equal(predictions, targets)
-  assert ls.conditional_entropy(ls.joint_table(predictions, targets)) == 0.0
+  for label in (0, 1):
+    targets = np.full(10, label, np.int64)
+    predictions = ls.fit_and_predict(z, targets)
+    np.testing.assert_array_equal(predictions, targets)
+    assert ls.conditional_entropy(ls.joint_table(predictions, targets)) == 0.0
+
+
+def test_an_svm_error_is_no_longer_a_perfect_prediction():
+  """Non-finite inputs, or anything else LinearSVC refuses: an error, never the targets as
+  predictions (which scored as perfectly separable)."""
+  z = np.random.default_rng(0).normal(size=(10, 4))
+  z[3, 1] = np.nan
+  targets = np.arange(10) % 2
+  with pytest.raises(ValueError, match='NaN'):
+    ls.fit_and_predict(z, targets)
+  with pytest.raises(ValueError, match='feature'):  # any other error of LinearSVC propagates
+    ls.fit_and_predict(np.zeros((10, 0)), targets)
+  probabilities = ls.attribute_probabilities(np.random.default_rng(1).normal(size=(10, 2)))
+  with pytest.raises(ValueError, match='NaN'):
+    ls.attribute_entropies({'z': z}, probabilities, 6)
 
 
 def test_confident_half_is_a_stable_descending_sort():
@@ -325,6 +343,44 @@ def test_ls_is_one_when_attributes_are_linear_in_z(toy_context):
   # Labels from the noise pixels: independent of z; about 1 bit each, 2^3 = 8 at most.
   scrambled = ls.compute_ls(toy_context, 512, seed=0, bank=toy_bank(slice(8, 16)))
   assert 4.0 < scrambled['ls_z'] <= 8.0 and 4.0 < scrambled['ls_w'] <= 8.0
+
+
+def nan_variables():
+  return {'params': {'mix': np.full((8, 8), np.nan, np.float32)}}
+
+
+@pytest.mark.parametrize('case, message', [
+    ('generator', r"^ls: diverged.pkl gives non-finite w latents \(NaN or infinity\) for all 64 "
+                  r"samples, so it cannot be scored; its weights are broken \(diverged training "
+                  r"or a damaged file\): evaluate an earlier snapshot$"),
+    ('classifiers', r"^ls: the attribute classifiers give non-finite logits \(NaN or infinity\) "
+                    r"for all 64 images of diverged.pkl, so it cannot be scored; check the "
+                    r"classifier files \(--classifiers\)$"),
+])
+def test_non_finite_outputs_are_a_one_line_error_naming_the_network(case, message):
+  """A NaN generator (weights NaN: w, images and logits NaN) or NaN classifiers: one line that
+  names the network and what to do, never a score (the unchecked protocol scored the generator
+  as perfectly separable, ls = 1)."""
+  if case == 'generator':
+    variables, bank = nan_variables(), toy_bank(slice(0, 8))
+  else:
+    variables, bank = toy_variables(), toy_bank(slice(0, 8))
+    bank = dataclasses.replace(bank, params={'directions': bank.params['directions'] * np.nan})
+  ctx = MetricContext(ToyGenerator(), variables, make_mesh(), 8, network='diverged.pkl')
+  with pytest.raises(ValueError, match=message):
+    ls.compute_ls(ctx, 64, seed=0, bank=bank)
+
+
+def test_non_finite_images_are_named_and_the_network_follows_the_snapshot():
+  """Finite latents but NaN images (noise NaN): the images are named; `set_variables` with a
+  network name (the training hook's snapshots) renames the network in the errors."""
+  ctx = MetricContext(ToyGenerator(noise_scale=np.nan), toy_variables(), make_mesh(), 8)
+  with pytest.raises(ValueError, match=r'^ls: the generator gives non-finite images \(NaN or '
+                                       r'infinity\) for all 16 samples, so it cannot be scored'):
+    ls.compute_ls(ctx, 16, seed=0, bank=toy_bank(slice(0, 8)))
+  ctx.set_variables(nan_variables(), network='run step 10')
+  with pytest.raises(ValueError, match=r'^ls: run step 10 gives non-finite w latents'):
+    ls.compute_ls(ctx, 16, seed=0, bank=toy_bank(slice(0, 8)))
 
 
 def test_ls_refuses_images_smaller_than_the_classifiers(toy_context):
@@ -422,3 +478,8 @@ def test_training_hook_runs_ls(tmp_path, fake_tf_network, random_variables):
   lines = [json.loads(line) for line in results]
   assert [(r['metric'], r['step'], r['samples']) for r in lines] == [('ls_z', 10, 64),
                                                                       ('ls_w', 10, 64)]
+  # A diverged snapshot: the error names the run and the step, and nothing is recorded.
+  diverged = jax.tree.map(lambda x: np.full_like(x, np.nan), variables)
+  with pytest.raises(ValueError, match=rf'^ls: {tmp_path / "run"} step 12 gives non-finite w '):
+    hook(exp, types.SimpleNamespace(g_ema=diverged), 12, 0.096)
+  assert (tmp_path / 'run' / 'metrics.jsonl').read_text().splitlines() == results

@@ -10,29 +10,22 @@ uninterrupted one would.
 A bad image (unreadable, or of the wrong size) does not stop a run: it is skipped with a warning
 naming it, and the next good image of the dataset (index i+1, i+2, ... wrapping around) takes its
 place. The replacement depends only on the data, so resumed and multi-process runs read the
-same batches as a straight run. With `strict`, the first bad image raises `BadImageError`
-instead (the loop saves a checkpoint first).
+same batches as a straight run. Unreadable images at the start of the dataset, which
+`sources.first_image` skips while it learns the data's size, are passed in (`bad_images`) and
+counted from the start. With `strict`, the first bad image raises `BadImageError` instead (the
+loop saves a checkpoint first).
 """
 
 import threading
-import zipfile
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import grain
 import jax
 import numpy as np
 from absl import logging
 
-from sg2jax.data.sources import ImageSource, check_image
-
-# What reading a broken image raises: decoding and size checks (ValueError), a file that went
-# away or cannot be read (OSError), a damaged zip member (BadZipFile: bad CRC), a cut-off file.
-_READ_ERRORS = (ValueError, OSError, zipfile.BadZipFile, EOFError)
-
-
-class BadImageError(ValueError):
-  """An image of the training data cannot be used (raised with `strict`, or when none can)."""
+from sg2jax.data.sources import READ_ERRORS, BadImageError, ImageSource, check_image
 
 
 class _Checked:
@@ -66,7 +59,7 @@ class _Checked:
         continue
       try:
         return self._read(candidate)
-      except _READ_ERRORS as e:
+      except READ_ERRORS as e:
         message = ' '.join(str(e).split()) or type(e).__name__
         if self.strict:
           raise BadImageError(f'{message} (config.data.strict is set)') from None
@@ -105,14 +98,18 @@ class TrainData:
     max_images: use only the first N images (before shuffling), or None.
     num_threads: decoding threads; prefetch: read the next batch ahead (0 to disable).
     strict: raise BadImageError at the first bad image instead of skipping it.
+    bad_images: indices known to be bad already (`sources.first_image` skipped them): counted
+      from the start, and replaced without being read again.
   """
 
   def __init__(self, source: ImageSource, resolution: int, channels: int, global_batch_size: int,
                seed: int, mirror: bool = False, max_images: Optional[int] = None,
-               num_threads: int = 2, prefetch: int = 1, strict: bool = False):
+               num_threads: int = 2, prefetch: int = 1, strict: bool = False,
+               bad_images: Sequence[int] = ()):
     self.source = source
     num_images = len(source) if max_images is None else min(max_images, len(source))
     self._checked = _Checked(source, resolution, channels, num_images, strict)
+    self._checked.bad.update(int(i) for i in bad_images)
     dataset = grain.MapDataset.source(self._checked)
     if len(dataset) < global_batch_size:
       raise ValueError(f'the dataset has {len(dataset)} images, fewer than one batch '

@@ -16,9 +16,17 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
+from absl import logging
 from PIL import Image
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.webp', '.ppm', '.tif', '.tiff')
+# What reading a broken image raises: decoding and size checks (ValueError), a file that went
+# away or cannot be read (OSError), a damaged zip member (BadZipFile: bad CRC), a cut-off file.
+READ_ERRORS = (ValueError, OSError, zipfile.BadZipFile, EOFError)
+
+
+class BadImageError(ValueError):
+  """An image of the training data cannot be used (raised with `strict`, or when none can)."""
 
 
 def decode_image(data: bytes, name: str) -> np.ndarray:
@@ -331,9 +339,37 @@ def guess_source_kind(path: str) -> str:
   return 'folder'
 
 
+def first_image(source: ImageSource, num_images: Optional[int] = None,
+                strict: bool = False) -> tuple[int, tuple[int, int, int]]:
+  """`(index, (H, W, C))` of the first readable image among the first `num_images` (None: all),
+  which gives the dataset's size and channels.
+
+  Unreadable images before it are skipped with a warning naming each, as training skips any bad
+  image: the caller passes their indices, `range(index)`, to `TrainData` (`bad_images`), which
+  counts them and replaces each by the next good one.
+
+  Raises:
+    BadImageError: with `strict`, the first image is unreadable; or none of them reads.
+  """
+  count = len(source) if num_images is None else min(num_images, len(source))
+  first_error = None
+  for index in range(count):
+    try:
+      return index, tuple(source[index]['image'].shape)  # type: ignore[return-value]
+    except READ_ERRORS as e:
+      message = ' '.join(str(e).split()) or type(e).__name__
+      if strict:
+        raise BadImageError(f'{message} (config.data.strict is set)') from None
+      first_error = first_error or message
+      logging.warning('skipping a bad training image (%d skipped so far; the dataset\'s size '
+                      'comes from the first good one): %s', index + 1, message)
+  raise BadImageError(f'none of the {count} images of the dataset can be read; the first: '
+                      f'{first_error}')
+
+
 def image_shape(source: ImageSource) -> tuple[int, int, int]:
-  """`(H, W, C)` of the first image."""
-  return tuple(source[0]['image'].shape)  # type: ignore[return-value]
+  """`(H, W, C)` of the first readable image (`first_image`)."""
+  return first_image(source)[1]
 
 
 def check_image(image: np.ndarray, resolution: int, channels: int, name: str) -> np.ndarray:

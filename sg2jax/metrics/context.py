@@ -271,6 +271,7 @@ class MetricContext:
     detectors: ready `Detector`s by name (tests; skips `weights`).
     progress: show progress bars (process 0).
     num_threads: image decoding threads.
+    network: names the generator in errors (its path; a training run's workdir and step).
 
   Raises:
     ValueError: a batch size the devices do not divide, or a conditional generator without
@@ -282,7 +283,7 @@ class MetricContext:
                mirror: bool = False, cache_dir: Optional[str | Path] = None,
                weights: Optional[dict[str, Optional[str | Path]]] = None,
                detectors: Optional[dict[str, Detector]] = None, progress: bool = False,
-               num_threads: int = 4):
+               num_threads: int = 4, network: str = 'the generator'):
     devices = mesh.devices.size
     if batch_size <= 0 or batch_size % devices or batch_size % jax.process_count():
       suggestion = max(devices, batch_size // devices * devices)
@@ -296,6 +297,7 @@ class MetricContext:
     self.cache_dir = None if cache_dir is None else Path(cache_dir)
     self.weights = dict(weights or {})
     self.num_threads = num_threads
+    self.network = network
     self._detectors = {name: self._place(d) for name, d in (detectors or {}).items()}
     self._lpips = None
     self._memo: dict[Hashable, Any] = {}
@@ -306,12 +308,15 @@ class MetricContext:
 
   # ---- Shared state ---------------------------------------------------------------------------
 
-  def set_variables(self, g_variables: Any) -> None:
-    """New generator weights (e.g. the next training snapshot); forgets generated features.
+  def set_variables(self, g_variables: Any, network: Optional[str] = None) -> None:
+    """New generator weights (e.g. the next training snapshot, named by `network`); forgets
+    generated features.
 
     Arrays already on every device of the mesh (a training state) are used as they are; others
     are replicated.
     """
+    if network is not None:
+      self.network = network
     def place(x):
       on_mesh = isinstance(x, jax.Array) and x.sharding.device_set == set(self.mesh.devices.flat)
       return x if on_mesh else put(np.asarray(x), self._replicated)

@@ -209,7 +209,9 @@ def evaluate(metrics: str | Sequence[str], *, network: Optional[str | Path] = No
   ctx = MetricContext(loaded.module, loaded.variables, make_mesh(), batch_size, source=source,
                       num_images=num_images, mirror=mirror,
                       cache_dir=Path(cache_dir) if cache_dir else outdir / CACHE_DIR_NAME,
-                      weights=weights, progress=progress)
+                      weights=weights, progress=progress,
+                      network=loaded.path + (f' step {loaded.step}' if loaded.step is not None
+                                             else ''))
   check_requirements(ctx, specs, num_samples)
   records = run_metrics(ctx, specs, num_samples=num_samples, seed=seed, repeats=repeats)
   for record in records:
@@ -265,13 +267,13 @@ class TrainingMetrics:
           exp.generator, state.g_ema, exp.mesh, self.batch_size or settings.batch_size,
           source=exp.data.source, num_images=exp.data.num_images, mirror=settings.mirror,
           cache_dir=self.workdir / CACHE_DIR_NAME, weights=self.weights,
-          detectors=self.detectors)
+          detectors=self.detectors, network=f'{self.workdir} step {step}')
       if self.classifiers is not None:
         linear_separability.use_classifier_bank(self.ctx, self.classifiers)
         self.classifiers = None  # the context holds them now
       check_requirements(self.ctx, self.specs, self.num_samples)
     else:
-      self.ctx.set_variables(state.g_ema)
+      self.ctx.set_variables(state.g_ema, network=f'{self.workdir} step {step}')
     records = run_metrics(self.ctx, self.specs, num_samples=self.num_samples,
                           seed=settings.seed, repeats=self.repeats)
     for record in records:

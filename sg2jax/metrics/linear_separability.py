@@ -13,7 +13,9 @@ Per attribute, on the host (REFERENCE.md §5.7):
    samples (stable sort by descending confidence: ties keep sample order; `num_keep =
    num_samples // 2`, the official 100,000 of 200,000); label `y = argmax(p)` (0 when `l >= 0`).
 5. For X in {z, w}: `sklearn.svm.LinearSVC` fit on the kept raw vectors and labels, predictions
-   `x` on the same vectors; any exception (e.g. one class only) => predictions = labels.
+   `x` on the same vectors; when the kept samples are all of one class (LinearSVC refuses to fit)
+   predictions = labels, the official code's assumption of a perfect prediction (exact then:
+   `H(Y) = 0`, so `H(Y|X) = 0` whatever the predictions).
 6. `P[x][y]`, the 2x2 table of joint frequencies (rows: SVM prediction, columns: label);
    `H(Y|X) = H(Y) - I(X; Y)` in bits, zero-probability terms skipped, clamped at >= 0.
 
@@ -30,6 +32,10 @@ Differs from official:
   Its convergence warnings (frequent at 1000 iterations) are silenced.
 - The entropies sum float32-normalized tables in float64 (official: float32 terms).
 - Conditional generators draw labels from the dataset (as TF StyleGAN2's version does).
+- Non-finite latents, images or logits are an error naming the network (`check_finite`), and
+  LinearSVC's errors propagate. The official bare `except:` took any SVM error for a perfect
+  prediction: a generator of NaN images (NaN logits give every sample the same label, NaN
+  latents make the SVM raise) scored as perfectly separable, ls = 1.
 """
 
 import dataclasses
@@ -207,7 +213,8 @@ def make_ls_step(generator: nn.Module, mesh: Mesh, batch_size: int,
     `step(g_variables, classifier_params, key_data, labels)`: `key_data` is
     `jax.random.key_data` of the batch's key (replicated), `labels [L, c_dim]` the dataset's
     labels for conditional generators (None otherwise). Returns replicated
-    `{'z': [B, z_dim], 'w': [B, w_dim] (the last row of ws), 'logits': [B, A]}`.
+    `{'z': [B, z_dim], 'w': [B, w_dim] (the last row of ws), 'logits': [B, A], 'finite': [B]
+    (whether every value of the sample's image is finite)}`.
   """
   rows = batch_sharded(mesh)
 
@@ -224,7 +231,9 @@ def make_ls_step(generator: nn.Module, mesh: Mesh, batch_size: int,
     if images.shape[-1] == 1:
       images = jnp.repeat(images, 3, axis=-1)  # grey -> RGB (TF StyleGAN2)
     logits = classify(classifier_params, downsample_to(images, classifier_resolution))
-    return {'z': z, 'w': ws[:, -1], 'logits': logits.astype(jnp.float32)}
+    # The images themselves stay on the devices: one flag per sample says whether they are finite.
+    finite = jnp.all(jnp.isfinite(images), axis=(1, 2, 3))
+    return {'z': z, 'w': ws[:, -1], 'logits': logits.astype(jnp.float32), 'finite': finite}
 
   return jax.jit(step, out_shardings=replicated(mesh))
 
@@ -249,19 +258,25 @@ def most_confident(probabilities: np.ndarray, num_keep: int) -> np.ndarray:
 def fit_and_predict(inputs: np.ndarray, targets: np.ndarray, max_iter: int = 1000,
                     random_state: int = 0) -> np.ndarray:
   """LinearSVC (official settings, `SVM_SETTINGS`) fit on `inputs [N, D]`, `targets [N]`;
-  its predictions on the same inputs. Any exception (one class only, ...) returns the targets,
-  as the official code assumes a perfect prediction then."""
+  its predictions on the same inputs. Targets of one class only return the targets (the
+  official perfect prediction; LinearSVC refuses one class).
+
+  Raises:
+    ValueError: `inputs` hold NaN or infinity (LinearSVC's own errors propagate too).
+  """
   import sklearn.exceptions  # scikit-learn is imported only when LS runs
   import sklearn.svm
-  try:
-    with warnings.catch_warnings():
-      warnings.simplefilter('ignore', sklearn.exceptions.ConvergenceWarning)
-      svm = sklearn.svm.LinearSVC(**{**SVM_SETTINGS, 'max_iter': max_iter},
-                                  random_state=random_state)
-      svm.fit(inputs, targets)
-      return svm.predict(inputs)
-  except Exception:  # noqa: BLE001  (the official bare `except:`, minus KeyboardInterrupt)
+  if not np.all(np.isfinite(inputs)):  # checked before the one-class case, which reads no input
+    raise ValueError('linear separability: the latents hold NaN or infinity; a generator whose '
+                     'outputs are not finite cannot be scored')
+  if np.unique(targets).size < 2:
     return np.array(targets, copy=True)
+  with warnings.catch_warnings():
+    warnings.simplefilter('ignore', sklearn.exceptions.ConvergenceWarning)
+    svm = sklearn.svm.LinearSVC(**{**SVM_SETTINGS, 'max_iter': max_iter},
+                                random_state=random_state)
+    svm.fit(inputs, targets)
+    return svm.predict(inputs)
 
 
 def joint_table(predictions: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -308,7 +323,13 @@ def attribute_entropies(latents: dict[str, np.ndarray], probabilities: np.ndarra
 
   Returns:
     space name -> `H(Y|X)` per attribute `[A]` (bits).
+
+  Raises:
+    ValueError: the probabilities or latents hold NaN or infinity.
   """
+  if not np.all(np.isfinite(probabilities)):  # NaN would label every sample alike: "perfect"
+    raise ValueError('linear separability: the attribute probabilities hold NaN or infinity; '
+                     'a generator whose outputs are not finite cannot be scored')
   out = {space: [] for space in latents}
   for a in range(probabilities.shape[1]):
     keep = most_confident(probabilities[:, a], num_keep)
@@ -317,6 +338,26 @@ def attribute_entropies(latents: dict[str, np.ndarray], probabilities: np.ndarra
       predictions = fit_and_predict(values[keep], targets, max_iter, random_state)
       out[space].append(conditional_entropy(joint_table(predictions, targets)))
   return {space: np.asarray(h) for space, h in out.items()}
+
+
+def check_finite(outputs: dict[str, np.ndarray], network: str, metric: str = 'ls') -> None:
+  """Raises a one-line ValueError naming `network` when samples of `make_ls_step`'s outputs hold
+  NaN or infinity (the protocol has no score for them), saying which outputs and what to do."""
+  num = len(outputs['logits'])
+  bad_rows = lambda x: int(np.sum(~np.isfinite(np.asarray(x)).reshape(num, -1).all(axis=1)))
+  count = lambda bad: f'all {num}' if bad == num else f'{bad} of {num}'
+  generator = {'z latents': bad_rows(outputs['z']), 'w latents': bad_rows(outputs['w']),
+               'images': int(np.sum(~np.asarray(outputs['finite'], bool)))}
+  for what, bad in generator.items():
+    if bad:
+      raise ValueError(f'{metric}: {network} gives non-finite {what} (NaN or infinity) for '
+                       f'{count(bad)} samples, so it cannot be scored; its weights are broken '
+                       f'(diverged training or a damaged file): evaluate an earlier snapshot')
+  bad = bad_rows(outputs['logits'])
+  if bad:  # finite images: the classifiers' fault
+    raise ValueError(f'{metric}: the attribute classifiers give non-finite logits (NaN or '
+                     f'infinity) for {count(bad)} images of {network}, so it cannot be scored; '
+                     f'check the classifier files (--classifiers)')
 
 
 def compute_ls(ctx, num_samples: int, seed: int, *, metric: str = 'ls',
@@ -339,8 +380,9 @@ def compute_ls(ctx, num_samples: int, seed: int, *, metric: str = 'ls',
 
   Raises:
     FileNotFoundError: the classifiers are not given or incomplete.
-    ValueError: the generated images are smaller than the classifiers' input, or `num_keep`
-      is not within `1..num_samples`.
+    ValueError: the generated images are smaller than the classifiers' input, `num_keep` is not
+      within `1..num_samples`, or latents, images or logits are not finite (naming
+      `ctx.network`).
   """
   if bank is None:
     bank = classifier_bank(ctx)
@@ -353,6 +395,7 @@ def compute_ls(ctx, num_samples: int, seed: int, *, metric: str = 'ls',
   outputs = ctx.run_batches(
       lambda key_data: step(ctx.g_variables, bank.params, key_data, ctx.labels),
       num_samples, seed, f'{metric} samples')
+  check_finite(outputs, ctx.network, metric)
   entropies = attribute_entropies({'z': outputs['z'], 'w': outputs['w']},
                                   attribute_probabilities(outputs['logits']), num_keep,
                                   max_iter, random_state=seed)

@@ -27,7 +27,7 @@ from jax.sharding import Mesh
 from sg2jax.augment import PRESETS, AugmentSpec
 from sg2jax.checkpoint import load_networks
 from sg2jax.data.pipeline import TrainData
-from sg2jax.data.sources import DatasetSpec, image_shape
+from sg2jax.data.sources import DatasetSpec, first_image
 from sg2jax.networks import Discriminator, Generator
 from sg2jax.networks.layers import check_resolution
 from sg2jax.networks.progressive import ProgressiveDiscriminator, ProgressiveGenerator
@@ -451,11 +451,11 @@ def build(config: ml_collections.ConfigDict, mesh: Optional[Mesh] = None) -> Exp
   transfer = load_transfer(config.resume_from) if config.resume_from else None
   spec = dataset_spec(config)
   source = spec.open()
-  height, width, channels = image_shape(source)
+  first, (height, width, channels) = first_image(source, spec.max_images, config.data.strict)
   resolution = config.resolution or height
   check_resolution(resolution, 'resolution')
   if (height, width) != (resolution, resolution):
-    raise ValueError(f'{source.name(0)} is {width}x{height}, not {resolution}x{resolution}; '
+    raise ValueError(f'{source.name(first)} is {width}x{height}, not {resolution}x{resolution}; '
                      f'prepare the data with `python -m sg2jax.dataset_tool --resolution '
                      f'{resolution}`')
   exp = build_models(config, resolution, channels, source.label_dim, mesh, transfer)
@@ -463,7 +463,7 @@ def build(config: ml_collections.ConfigDict, mesh: Optional[Mesh] = None) -> Exp
   exp.data = TrainData(source, resolution, channels, largest_batch, seed=config.seed,
                        mirror=spec.mirror, max_images=spec.max_images,
                        num_threads=config.data.num_threads, prefetch=config.data.prefetch,
-                       strict=config.data.strict)
+                       strict=config.data.strict, bad_images=range(first))
   exp.loop = LoopSettings(
       seed=config.seed, total_nimg=exp.hyper.total_nimg, kimg_per_tick=config.kimg_per_tick,
       snapshot_ticks=config.snapshot_ticks, image_snapshot_ticks=config.image_snapshot_ticks,
