@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from benchmarks.training_setup import build_phase_bench
-from sg2jax.networks.layers import BLOCK_OUTPUT
 from sg2jax.sharding import make_mesh
 from sg2jax.train.step import REMAT_MODES
 from tiny_experiment import tiny
@@ -44,18 +43,21 @@ def test_remat_blocks_gives_the_same_losses_and_gradients(config_keys):
                                  err_msg=f'{name} {jax.tree_util.keystr(path)}')
 
 
-def test_remat_blocks_recomputes_the_blocks():
-  """The blocks' outputs are named in every program; with 'blocks' G and D are wrapped in a
-  checkpoint that keeps only those, and the compiled backward pass runs forward convolutions
-  again (more convolutions than without)."""
+@pytest.mark.parametrize('config_keys', [{}, {'G.type': 'ProgressiveGenerator',
+                                              'D.type': 'ProgressiveDiscriminator'}],
+                         ids=['config-f', 'progressive'])
+def test_remat_blocks_recomputes_the_blocks(config_keys):
+  """With 'blocks' every synthesis and discriminator block runs under a checkpoint (one `remat`
+  region per block in G main's program), and the compiled backward pass runs forward
+  convolutions again (more convolutions than without)."""
   found = {}
   for remat in REMAT_MODES:
-    bench = build_phase_bench(tiny(remat=remat), 8, mesh=make_mesh(jax.devices()[:1]))
+    bench = build_phase_bench(tiny(remat=remat, **config_keys), 8,
+                              mesh=make_mesh(jax.devices()[:1]))
     text = str(jax.make_jaxpr(bench.train_step.phases['g_main'])(bench.state, bench.batch,
                                                                   bench.lod))
     compiled = bench.train_step.executable('g_main', bench.state, bench.batch, bench.lod)
-    found[remat] = (text.count(f'name={BLOCK_OUTPUT}'), text.count('remat2['),
-                    compiled.as_text().count(' convolution('))
-  assert found['none'][0] > 0 and found['blocks'][0] > 0
-  assert found['none'][1] == 0 and found['blocks'][1] > 0
-  assert found['blocks'][2] > found['none'][2]
+    found[remat] = (text.count('remat2['), compiled.as_text().count(' convolution('))
+  # 8x8: G has blocks 4 and 8, D block 8 (D's 4x4 epilogue is not a block).
+  assert found['none'][0] == 0 and found['blocks'][0] >= 3, found
+  assert found['blocks'][1] > found['none'][1], found

@@ -1,6 +1,7 @@
 """Winograd's F(2x2, 3x3) (`sg2jax/ops/winograd.py`) against XLA's direct convolution: values,
 weight gradients, and, through `conv2d` where it applies, first and second derivatives."""
 
+import re
 import sys
 
 import jax
@@ -48,6 +49,26 @@ def test_winograd_applies_to_3x3_stride_1_with_enough_channels_and_pixels():
   assert not winograd_applies((3, 3, c, c - 1), 1, out)
   assert not winograd_applies((3, 3, c, c), 1, (pixels // 64 - 1, 8, 8, c))
   assert not winograd_applies((3, 3, c, c), 1, out, jnp.bfloat16)
+  assert winograd_applies((3, 3, c, c), 1, (16, side, side, c), devices=4)
+  assert not winograd_applies((3, 3, c, c), 1, out, devices=4)  # a quarter on each device
+
+
+def test_the_pixels_per_device_count_when_a_mesh_splits_the_batch():
+  """The same 8 x 32x32 x 256-channel convolution takes Winograd traced under a 1-device mesh
+  and not under a 4-device one, whose devices each compute 2 x 32x32 (measured slower with
+  Winograd): the rule counts the pixels per device of the program's mesh."""
+  from sg2jax.sharding import batch_sharded, make_mesh
+  x = jax.ShapeDtypeStruct((8, 32, 32, 256), jnp.float32)
+  w = jax.ShapeDtypeStruct((3, 3, 256, 256), jnp.float32)
+  found = {}
+  for devices in (1, 4):
+    mesh = make_mesh(jax.devices()[:devices])
+    fn = jax.jit(lambda x, w: conv2d(x, w, 1, ((1, 1), (1, 1))),
+                 in_shardings=(batch_sharded(mesh), None))
+    with jax.set_mesh(mesh):
+      text = fn.lower(x, w).as_text()
+    found[devices] = ('stablehlo.dot_general' in text, 'stablehlo.convolution' in text)
+  assert found == {1: (True, False), 4: (False, True)}
 
 
 def test_winograd_only_in_programs_lowered_for_a_cpu(monkeypatch):
@@ -116,29 +137,38 @@ def test_float_rounding_matches_the_direct_convolution_in_float64_terms():
   assert err_winograd < 4 * max(err_direct, 1e-7)
 
 
-@pytest.mark.skipif(jax.default_backend() != 'cpu', reason='Winograd is the CPU path')
-def test_networks_with_winograd_give_the_direct_images_and_logits(monkeypatch):
-  """A G and D with 256 channels at 32x32 (their 32x32 3x3 convolutions take Winograd with a
-  batch of 8): images within one grey level of the direct convolutions', logits within 1e-5."""
+def test_networks_in_the_training_setting_take_winograd_and_give_the_direct_values(monkeypatch):
+  """G as training runs it (modulating activations, so its convolutions see the whole batch) and
+  D, with 256 channels at 32x32 and a batch of 8: their 3x3 convolutions at 32x32 take Winograd
+  (the compiled programs have that many fewer convolutions than with Winograd out of reach), and
+  the images are within one grey level of the direct convolutions', the logits within 1e-5."""
   from sg2jax.images import to_uint8
   from sg2jax.networks.discriminator import Discriminator
   from sg2jax.networks.generator import Generator
   module = sys.modules['sg2jax.ops.conv2d']
   g = Generator(z_dim=32, w_dim=32, img_resolution=32, channel_base=256 * 32, channel_max=256,
-                mapping_layers=2)
+                mapping_layers=2, fused_modconv=False)
   d = Discriminator(img_resolution=32, channel_base=256 * 32, channel_max=256)
   z = jax.random.normal(jax.random.key(0), (8, 32))
   g_vars = g.init(jax.random.key(1), z)
   d_vars = d.init(jax.random.key(2), jnp.zeros((8, 32, 32, 3)))
   assert winograd_applies((3, 3, 256, 256), 1, (8, 32, 32, 256))
+  def run():  # new functions, traced anew: the thresholds are read while tracing
+    generate = lambda v, z: g.apply(v, z, noise_mode='const')
+    discriminate = lambda v, x: d.apply(v, x)
+    g_compiled = jax.jit(generate).lower(g_vars, z).compile()
+    img = g_compiled(g_vars, z)
+    d_compiled = jax.jit(discriminate).lower(d_vars, img).compile()
+    convolutions = [len(re.findall(r'\bconvolution\(', c.as_text())) for c in (g_compiled,
+                                                                          d_compiled)]
+    return img, d_compiled(d_vars, img), convolutions
 
-  def run():  # a new trace each time: the thresholds are read while tracing
-    img = jax.jit(lambda v, z: g.apply(v, z, noise_mode='const'))(g_vars, z)
-    return img, jax.jit(lambda v, x: d.apply(v, x))(d_vars, img)
-
-  img, logits = run()
+  img, logits, with_winograd = run()
   monkeypatch.setattr(module, 'WINOGRAD_MIN_CHANNELS', 1 << 30)
-  img_direct, logits_direct = run()
+  img_direct, logits_direct, direct = run()
+  # G: b32's conv1 (conv0 upsamples: a transposed convolution, no Winograd); D: b32's conv0.
+  assert with_winograd[0] == direct[0] - 1 and with_winograd[1] == direct[1] - 1, (
+      with_winograd, direct)
   assert relative_error(img, img_direct) < 1e-5
   assert relative_error(logits, logits_direct) < 1e-5
   diff = np.abs(np.asarray(to_uint8(img), np.int32) - np.asarray(to_uint8(img_direct), np.int32))

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sg2jax.networks.generator import DTYPES
-from sg2jax.networks.layers import (EqualizedConv, EqualizedDense, block_output, channels_at,
+from sg2jax.networks.layers import (EqualizedConv, EqualizedDense, call_block, channels_at,
                                     check_full_resolution, check_images, check_resolution)
 from sg2jax.networks.mapping import MappingNetwork
 from sg2jax.networks.synthesis import ARCHITECTURES, check_choice
@@ -43,7 +43,7 @@ class DiscriminatorBlock(nn.Module):
     x = conv(self.tmp_channels, 3, 'conv0', activation='lrelu', conv_clamp=self.conv_clamp)(x)
     x = conv(self.out_channels, 3, 'conv1', activation='lrelu', down=2,
              conv_clamp=self.conv_clamp)(x, gain=gain)
-    return block_output(y + x if resnet else x, img)
+    return (y + x if resnet else x), img
 
 
 class DiscriminatorEpilogue(nn.Module):
@@ -117,10 +117,12 @@ class Discriminator(nn.Module):
   @nn.compact
   def __call__(self, img: jnp.ndarray, c: Optional[jnp.ndarray] = None,
                mbstd_shard_size: Optional[int] = None, lod=0.0,
-               resolution: Optional[int] = None) -> jnp.ndarray:
+               resolution: Optional[int] = None, remat: bool = False) -> jnp.ndarray:
     """Logits `[N, 1]`; `mbstd_shard_size`: minibatch-stddev groups form within consecutive
     shards of this many samples (the per-GPU batch of the official runs), default the batch.
-    `lod` and `resolution` as the progressive discriminators take them: ignored / None or R."""
+    `lod` and `resolution` as the progressive discriminators take them: ignored / None or R.
+    `remat`: each block's intermediates are computed again in the backward pass
+    (`layers.call_block`)."""
     del lod
     check_full_resolution(self.img_resolution, resolution)
     r = self.img_resolution
@@ -129,11 +131,12 @@ class Discriminator(nn.Module):
     img = img.astype(jnp.float32)
     x = None
     for res in self.block_resolutions:
-      x, img = DiscriminatorBlock(
+      block = DiscriminatorBlock(
           in_channels=channels(res) if res < r else 0, tmp_channels=channels(res),
           out_channels=channels(res // 2), img_channels=self.img_channels,
           architecture=self.architecture, resample_filter=self.resample_filter,
-          conv_clamp=self.conv_clamp, dtype=self.dtype, name=f'b{res}')(x, img)
+          conv_clamp=self.conv_clamp, dtype=self.dtype, name=f'b{res}')
+      x, img = call_block(block, x, img, remat=remat)
     cmap_dim = 0
     cmap = None
     if self.c_dim > 0:

@@ -67,9 +67,10 @@ class GeneratorInterface(nn.Module):
 
   def synthesize(self, ws: jnp.ndarray, noise_mode: str = 'random',
                  noise: Optional[Sequence[jnp.ndarray]] = None, lod: Scalar = 0.0,
-                 resolution: Optional[int] = None) -> jnp.ndarray:
-    """ws `[N, num_ws, w_dim]` -> images `[N, R, R, img_channels]`."""
-    return self.synthesis(ws, noise_mode, noise, lod, resolution)
+                 resolution: Optional[int] = None, remat: bool = False) -> jnp.ndarray:
+    """ws `[N, num_ws, w_dim]` -> images `[N, R, R, img_channels]`; `remat`: the blocks'
+    intermediates are computed again in the backward pass (training's `config.remat`)."""
+    return self.synthesis(ws, noise_mode, noise, lod, resolution, remat)
 
   def __call__(self, z: jnp.ndarray, c: Optional[jnp.ndarray] = None,
                truncation_psi: Scalar = 1.0, truncation_cutoff: Optional[Scalar] = None,

@@ -6,23 +6,20 @@ from typing import Optional, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
-from jax.ad_checkpoint import checkpoint_name
 
 from sg2jax.ops.equalized import equalized_conv2d, equalized_dense
 from sg2jax.ops.upfirdn import setup_filter
 
 
-# Every block's outputs (synthesis and discriminator blocks, all architectures) carry this name,
-# so that a `jax.checkpoint` policy can keep them and recompute the rest of a block in the
-# backward pass (`sg2jax.train.step`, `config.remat`). Outside such a policy the name does
-# nothing.
-BLOCK_OUTPUT = 'sg2jax_block_output'
-
-
-def block_output(*arrays):
-  """`arrays` named `BLOCK_OUTPUT` (None entries stay None); one array for one argument."""
-  named = tuple(None if a is None else checkpoint_name(a, BLOCK_OUTPUT) for a in arrays)
-  return named[0] if len(named) == 1 else named
+def call_block(block: nn.Module, *args, remat: bool = False, static_argnums=()):
+  """`block(*args)`; with `remat`, under `nn.checkpoint`: the backward pass keeps only the
+  block's inputs and computes its intermediates again when it takes the block's gradient (one
+  block's worth of them in memory at a time). `static_argnums` index `args` (strings, None)."""
+  if not remat:
+    return block(*args)
+  run = nn.checkpoint(lambda module, *inputs: module(*inputs),
+                      static_argnums=tuple(i + 1 for i in static_argnums))
+  return run(block, *args)
 
 
 def channels_at(resolution: int, channel_base: int, channel_max: int) -> int:

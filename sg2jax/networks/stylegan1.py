@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sg2jax.networks.generator import GeneratorInterface
-from sg2jax.networks.layers import (block_output, channels_at, check_images, check_resolution,
+from sg2jax.networks.layers import (call_block, channels_at, check_images, check_resolution,
                                     growth_level)
 from sg2jax.networks.mapping import Scalar, tracked_w_avg, truncate
 from sg2jax.networks.synthesis import layer_noise, noise_input, num_ws_for
@@ -228,7 +228,8 @@ class GrowingSynthesisBase(nn.Module):
     return num_ws_for(self.img_resolution)
 
   @nn.compact
-  def __call__(self, ws, noise_mode='random', noise=None, lod=0.0, resolution=None):
+  def __call__(self, ws, noise_mode='random', noise=None, lod=0.0, resolution=None,
+               remat=False):
     noise = layer_noise(noise_mode, noise, self.num_layers)
     level = growth_level(self.img_resolution, resolution)
     top = self.img_resolution >> level
@@ -242,8 +243,8 @@ class GrowingSynthesisBase(nn.Module):
     for r, block in blocks.items():
       if r > top and not self.is_initializing():
         break
-      x = features[r] = block_output(block(x, ws[:, block.layers], noise_mode,
-                                           noise[block.layers]))
+      x = features[r] = call_block(block, x, ws[:, block.layers], noise_mode,
+                                   noise[block.layers], remat=remat, static_argnums=(2,))
     to_rgb = lambda r: blocks[r].to_rgb(features[r], ws)
     if self.is_initializing():
       for r in blocks:
@@ -378,7 +379,8 @@ class GrowingDiscriminatorBase(nn.Module):
     super().__post_init__()
 
   @nn.compact
-  def __call__(self, img, c=None, mbstd_shard_size=None, lod=0.0, resolution=None):
+  def __call__(self, img, c=None, mbstd_shard_size=None, lod=0.0, resolution=None,
+               remat=False):
     r_max = self.img_resolution
     check_images(img, r_max, self.img_channels)
     channels = lambda r: channels_at(r, self.channel_base, self.channel_max)
@@ -396,7 +398,7 @@ class GrowingDiscriminatorBase(nn.Module):
     for r, block in blocks.items():
       if r > top:
         continue
-      x = block_output(block(x))
+      x = call_block(block, x, remat=remat)
       if r == top:
         x = lerp(x, entry(r // 2), lod - level)
     return head(x, mbstd_shard_size)

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sg2jax.networks.layers import (EqualizedConv, EqualizedDense, block_output, channels_at,
+from sg2jax.networks.layers import (EqualizedConv, EqualizedDense, call_block, channels_at,
                                     check_full_resolution, check_resolution)
 from sg2jax.ops.bias_act import bias_act, default_gain
 from sg2jax.ops.equalized import weight_gain
@@ -178,7 +178,7 @@ class SynthesisBlock(nn.Module):
       y = ToRGB(self.img_channels, conv_clamp=self.conv_clamp, fused_modconv=self.fused_modconv,
                 dtype=self.dtype, name='torgb')(x, ws[:, self.num_conv])
       img = y if img is None else img + y
-    return block_output(x, img)
+    return x, img
 
 
 class SynthesisNetwork(nn.Module):
@@ -216,8 +216,10 @@ class SynthesisNetwork(nn.Module):
   @nn.compact
   def __call__(self, ws: jnp.ndarray, noise_mode: str = 'random',
                noise: Optional[Sequence[jnp.ndarray]] = None, lod=0.0,
-               resolution: Optional[int] = None) -> jnp.ndarray:
-    """`lod` and `resolution` as the progressive networks take them: ignored / None or R."""
+               resolution: Optional[int] = None, remat: bool = False) -> jnp.ndarray:
+    """`lod` and `resolution` as the progressive networks take them: ignored / None or R.
+    `remat`: each block's intermediates are computed again in the backward pass
+    (`layers.call_block`)."""
     del lod
     check_full_resolution(self.img_resolution, resolution)
     noise = layer_noise(noise_mode, noise, self.num_layers)
@@ -235,7 +237,8 @@ class SynthesisNetwork(nn.Module):
           architecture=self.architecture, resample_filter=self.resample_filter,
           conv_clamp=self.conv_clamp, use_noise=self.use_noise, fused_modconv=self.fused_modconv,
           dtype=self.dtype, name=f'b{res}')
-      x, img = block(x, img, ws[:, i:i + block.num_conv + block.num_torgb], noise_mode,
-                     noise[i:i + block.num_conv])
+      x, img = call_block(block, x, img, ws[:, i:i + block.num_conv + block.num_torgb],
+                          noise_mode, noise[i:i + block.num_conv], remat=remat,
+                          static_argnums=(3,))
       i += block.num_conv
     return img

@@ -42,12 +42,11 @@ from sg2jax.ops.winograd import Padding2d
 
 _DIMENSION_NUMBERS = ('NHWC', 'HWIO', 'NHWC')
 
-# Where Winograd beats XLA:CPU's direct convolution (measured on 2 AVX-512 cores with
-# benchmarks/winograd_benchmark.py, README "Training speed"): at least this many input and output
-# channels, and this many output pixels in the whole batch (N Ho Wo: the rows of its matrix
-# products); float32 only (what was measured; in bfloat16 the transforms would add rounding of
-# their own). Below, the transforms and the smaller products cost more than the flops saved (512
-# channels: at 8 x 16x16 or 2 x 32x32 pixels, 1.2-1.3x the direct forward time; at 8 x 8x8, 3.4x).
+# Where Winograd beats XLA:CPU's direct convolution (benchmarks/winograd_benchmark.py; its
+# results in benchmarks/results/): at least this many input and output channels, and this many
+# output pixels per device (N Ho Wo: the rows of its matrix products); float32 only (in bfloat16
+# the transforms would add rounding of their own). Below, the transforms and the smaller
+# products cost more than the flops they save.
 WINOGRAD_MIN_CHANNELS = 256
 WINOGRAD_MIN_PIXELS = 8 * 32 * 32
 
@@ -97,15 +96,25 @@ def xla_transposed_conv2d(x: jnp.ndarray, w: jnp.ndarray, up: int) -> jnp.ndarra
                                   lhs_dilation=(up, up), dimension_numbers=_DIMENSION_NUMBERS)
 
 
-def winograd_applies(kernel_shape, stride: int, output_shape, dtype=jnp.float32) -> bool:
+def winograd_applies(kernel_shape, stride: int, output_shape, dtype=jnp.float32,
+                     devices: int = 1) -> bool:
   """Whether a correlation with this `[kh, kw, I, O]` kernel, stride and `[N, Ho, Wo, O]`
   output (or its weight gradient) is computed by `winograd.py` when the program runs on a CPU:
-  3x3, stride 1, `I` and `O` at least `WINOGRAD_MIN_CHANNELS`, `N Ho Wo` at least
-  `WINOGRAD_MIN_PIXELS`, float32. On other platforms XLA's own convolution always runs."""
+  3x3, stride 1, `I` and `O` at least `WINOGRAD_MIN_CHANNELS`, float32, and at least
+  `WINOGRAD_MIN_PIXELS` output pixels `N Ho Wo / devices` on each of the `devices` the batch is
+  split over. On other platforms XLA's own convolution always runs."""
   kh, kw, i, o = kernel_shape
+  pixels = output_shape[0] * output_shape[1] * output_shape[2] // max(devices, 1)
   return ((kh, kw) == (3, 3) and stride == 1 and min(i, o) >= WINOGRAD_MIN_CHANNELS
-          and output_shape[0] * output_shape[1] * output_shape[2] >= WINOGRAD_MIN_PIXELS
-          and jnp.dtype(dtype) == jnp.float32)
+          and pixels >= WINOGRAD_MIN_PIXELS and jnp.dtype(dtype) == jnp.float32)
+
+
+def batch_devices() -> int:
+  """How many devices split the batch of the program being traced: the devices of the mesh it is
+  traced under (`jax.set_mesh`; sg2jax's training phases are), 1 without one. A mesh splits
+  only the batch in sg2jax (one 'data' axis)."""
+  mesh = jax.sharding.get_abstract_mesh()
+  return 1 if mesh.empty else mesh.size
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
@@ -113,7 +122,7 @@ def _correlate(x: jnp.ndarray, w: jnp.ndarray, stride: int, padding: Padding2d) 
   (t, b), (l, r) = padding
   output_shape = (x.shape[0], (x.shape[1] + t + b - w.shape[0]) // stride + 1,
                   (x.shape[2] + l + r - w.shape[1]) // stride + 1, w.shape[3])
-  if winograd_applies(w.shape, stride, output_shape, jnp.result_type(x, w)):
+  if winograd_applies(w.shape, stride, output_shape, jnp.result_type(x, w), batch_devices()):
     return winograd.correlate3x3(x, w, padding)
   return xla_conv2d(x, w, stride, padding)
 
@@ -174,7 +183,7 @@ def _weight_gradient(x: jnp.ndarray, dy: jnp.ndarray, stride: int, padding: Padd
                                     dimension_numbers=('CHWN', 'IHWO', 'HWNC'))
 
   if winograd_applies((kh, kw, x.shape[-1], dy.shape[-1]), stride, dy.shape,
-                      jnp.result_type(x, dy)):
+                      jnp.result_type(x, dy), batch_devices()):
     return winograd.weight_gradient3x3(x, dy, padding)
   return direct(x, dy)
 

@@ -76,7 +76,8 @@ def training_programs(exp: Experiment, channels: int, c_dim: int, grid_size: int
     for name, _, interval in train_step.table:
       if interval is None or (names is not None and name not in names):
         continue
-      lower = (lambda jitted: lambda: jitted.lower(state, batch, lod))(train_step.phases[name])
+      lower = (lambda name, train_step: lambda: train_step.lower(name, state, batch, lod))(
+          name, train_step)
       programs.append(Program(stage_name(name, exp, stage), lower,
                               phase_images(name, train_step), stage))
     if names is None or 'samples' in names:

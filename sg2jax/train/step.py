@@ -32,7 +32,6 @@ from jax.sharding import Mesh
 from sg2jax import losses
 from sg2jax.augment import AugmentSpec, augment_images
 from sg2jax.networks.generator import mix_styles, sample_mixing_cutoff
-from sg2jax.networks.layers import BLOCK_OUTPUT
 from sg2jax.ops.pyramid import lower_resolution_copy, process_reals
 from sg2jax.sharding import batch_sharded, replicated
 from sg2jax.train.optimizers import all_finite
@@ -41,9 +40,10 @@ from sg2jax.train.state import AugmentState, GANState
 PHASE_NAMES = ('g_main', 'g_reg', 'd_main', 'd_reg', 'ema', 'ada')
 # Rematerialization of G's synthesis network and of D in the phases' backward passes:
 # - 'none': XLA keeps what it chooses (every intermediate the derivatives need, as a rule);
-# - 'blocks': only each block's outputs (`networks.layers.BLOCK_OUTPUT`) are kept; the rest of a
-#   block is computed again when its gradient is taken. The values are those of 'none' (the
-#   same operations run again); the memory of a block's intermediates is paid for one block at a
+# - 'blocks': every synthesis and discriminator block runs under a checkpoint
+#   (`networks.layers.call_block`): the backward pass keeps the blocks' inputs and computes a
+#   block's intermediates again when it takes that block's gradient. The values are those of
+#   'none' (the same operations run again); a block's intermediates are in memory one block at a
 #   time, for about one more forward pass of arithmetic.
 REMAT_MODES = ('none', 'blocks')
 AUGMENT_STREAM = 0xADA  # a phase's augmentation key: fold_in(phase key, AUGMENT_STREAM)
@@ -191,25 +191,15 @@ def run_generator(models: Models, cfg: StepConfig, g_vars: dict, z, c, key):
   return ws, mutated['stats'], key_noise
 
 
-def rematerialized(cfg: StepConfig, fn: Callable) -> Callable:
-  """`fn` with the phases' rematerialization policy (`cfg.remat`, `REMAT_MODES`)."""
-  if cfg.remat == 'none':
-    return fn
-  return jax.checkpoint(fn, policy=jax.checkpoint_policies.save_only_these_names(BLOCK_OUTPUT))
-
-
 def synthesize(models: Models, cfg: StepConfig, g_vars: dict, ws, key_noise, lod):
-  def run(g_vars, ws, key_noise, lod):
-    return models.generator.apply(g_vars, ws, 'random', rngs={'noise': key_noise},
-                                  method='synthesize', lod=lod, resolution=cfg.resolution)
-  return rematerialized(cfg, run)(g_vars, ws, key_noise, lod)
+  return models.generator.apply(g_vars, ws, 'random', rngs={'noise': key_noise},
+                                method='synthesize', lod=lod, resolution=cfg.resolution,
+                                remat=cfg.remat == 'blocks')
 
 
 def discriminate(models: Models, cfg: StepConfig, d_vars: dict, img, c, lod):
-  def run(d_vars, img, c, lod):
-    return models.discriminator.apply(d_vars, img, c, cfg.mbstd_shard_size, lod=lod,
-                                      resolution=cfg.resolution)
-  return rematerialized(cfg, run)(d_vars, img, c, lod)
+  return models.discriminator.apply(d_vars, img, c, cfg.mbstd_shard_size, lod=lod,
+                                    resolution=cfg.resolution, remat=cfg.remat == 'blocks')
 
 
 def augment(cfg: StepConfig, state: GANState, key, img):
@@ -446,6 +436,7 @@ class TrainStep:
 
   def __init__(self, models: Models, cfg: StepConfig, mesh: Mesh, state_sharding=None):
     self.cfg = cfg
+    self.mesh = mesh
     self.table = phase_table(cfg)
     self.compile_seconds: dict[str, float] = {}
     self._executables: dict[str, Callable] = {}
@@ -456,6 +447,12 @@ class TrainStep:
                       out_shardings=(state_sharding, replicated(mesh)), donate_argnums=0)
         for name, phase, _ in self.table}
 
+  def lower(self, name: str, state: GANState, batch: dict, lod) -> jax.stages.Lowered:
+    """Phase `name` lowered for these arguments (or their `jax.ShapeDtypeStruct`s), traced under
+    the mesh: the ops see how many devices split the batch (`ops.conv2d.batch_devices`)."""
+    with jax.set_mesh(self.mesh):
+      return self.phases[name].lower(state, batch, lod)
+
   def executable(self, name: str, state: GANState, batch: dict, lod) -> Callable:
     """Phase `name` compiled for these arguments' shapes (once; logged with its time)."""
     if name not in self._executables:
@@ -465,7 +462,7 @@ class TrainStep:
       jax.monitoring.register_event_listener(listener)
       start = time.perf_counter()
       try:
-        self._executables[name] = self.phases[name].lower(state, batch, lod).compile()
+        self._executables[name] = self.lower(name, state, batch, lod).compile()
       finally:
         jax.monitoring.unregister_event_listener(listener)
       self.compile_seconds[name] = time.perf_counter() - start
