@@ -24,7 +24,7 @@ from typing import Optional, Sequence
 
 from sg2jax.cli import add_debug_flag, load_config, override_config, run
 
-from sg2jax.train.step import PHASE_NAMES as PHASES  # noqa: E402
+PHASES = ('g_main', 'g_reg', 'd_main', 'd_reg', 'ema', 'ada')  # train/step.py PHASE_NAMES
 PROGRAMS = PHASES + ('samples', 'metrics')
 
 
@@ -104,7 +104,8 @@ def compile_run(config, slice_, devices, names: Optional[Sequence[str]], max_bat
   for program in programs:
     if progress:
       progress(f'compiling {program.name} for {slice_.name} ...')
-    per_chip = max(1, program.stage.batch_size // slice_.chips)
+    per_call = program.images if program.name.startswith('samples') else program.stage.batch_size
+    per_chip = max(1, per_call // slice_.chips)
     report = topology.compile_report(program.name, program.lower, capacity, per_chip)
     report.extra.update(_context(slice_, devices, config, program))
     if report.gflop is not None:
@@ -185,21 +186,27 @@ def metric_reports(config, exp, mesh, capacity, slice_, devices, progress) -> li
   return reports
 
 
-def format_row(report) -> str:
-  """One line of the human-readable table."""
-  r = report
-  if not r.ok:
-    return f'{r.program:<14} FAILED to compile: {r.error}'
-  hbm = '?' if r.hbm_gib is None else f'{r.hbm_gib:.2f}'
-  verdict = 'fits' if r.fits else 'DOES NOT FIT'
-  line = (f'{r.program:<14} {r.extra.get("batch", "")!s:>5} ({r.batch_per_chip}/chip)  '
-          f'HBM {hbm:>6} of {r.capacity_gib:.2f} GiB  {verdict:<12}')
-  if r.gflop is not None:
-    line += f'  {r.gflop:>10.1f} GFLOP'
-  line += f'  compiled in {r.compile_seconds:.0f} s'
-  if 'max_batch_per_chip' in r.extra:
-    line += f'  largest batch per chip: {r.extra["max_batch_per_chip"]}'
-  return line
+def format_table(reports) -> str:
+  """The human-readable table: one row per program."""
+  header = ('program', 'images', 'per chip', 'HBM GiB', 'of', 'verdict', 'GFLOP', 'compile s',
+            'largest per chip')
+  rows = []
+  for r in reports:
+    if not r.ok:
+      rows.append((r.program, '', '', '', '', f'FAILED: {r.error}', '', '', ''))
+      continue
+    hbm = '?' if r.hbm_gib is None else f'{r.hbm_gib:.2f}'
+    if r.argument_gib is None and r.hbm_gib is not None:
+      hbm = f'>{hbm}'  # refused: the temporaries alone
+    rows.append((r.program, str(r.extra.get('images', '')), str(r.batch_per_chip), hbm,
+                 f'{r.capacity_gib:.2f}', 'fits' if r.fits else 'DOES NOT FIT',
+                 '' if r.gflop is None else f'{r.gflop:.1f}', f'{r.compile_seconds:.0f}',
+                 str(r.extra.get('max_batch_per_chip', ''))))
+  widths = [max(len(row[i]) for row in [header] + rows) for i in range(len(header))]
+  lines = ['  '.join(cell.ljust(w) if i in (0, 5) else cell.rjust(w)
+                     for i, (cell, w) in enumerate(zip(row, widths))).rstrip()
+           for row in [header] + rows]
+  return '\n'.join(lines)
 
 
 def problems(reports) -> list[str]:
@@ -231,8 +238,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   devices = topology.compile_only_devices(slice_)
   reports = compile_run(config, slice_, devices, names, max_batch=args.max_batch,
                         progress=None if args.json else print_progress)
-  for report in reports:
-    print(json.dumps(report.as_dict()) if args.json else format_row(report), flush=True)
+  if args.json:
+    for report in reports:
+      print(json.dumps(report.as_dict()), flush=True)
+  else:
+    first = reports[0].extra if reports else {}
+    print(f'{slice_.name}: {slice_.chips} x {first.get("chip", "TPU")}, {config.G.dtype}, '
+          f'precision {config.precision}, remat {config.remat}')
+    print(format_table(reports), flush=True)
   lines = problems(reports)
   for line in lines:
     print(f'error: {line}', file=sys.stderr)

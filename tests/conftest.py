@@ -16,6 +16,10 @@ import sys
 import tempfile
 import types
 
+# `benchmarks/` builds some of what the tests check (the phases as the benchmarks time them);
+# `pytest` (unlike `python -m pytest`) does not put the repository root on the path.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 os.environ['JAX_PLATFORMS'] = 'cpu'
 os.environ['TPU_SKIP_MDS_QUERY'] = '1'
 os.environ['TPU_WORKER_HOSTNAMES'] = 'localhost'

