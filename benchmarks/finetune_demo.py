@@ -16,8 +16,10 @@
    images against another 2048 (seed 3) through the same metric.
 
 Every command is the one a user types (`python -m sg2jax.main`, `python -m sg2jax.eval`), run as
-a subprocess. Output: JSON lines (one per tick and run with losses, D(real), D(fake) and ADA's p
-and r_t; one per fd_vgg) and a markdown table on stderr.
+a subprocess. Output: JSON lines (one per tick and run, the source's too, with losses, D(real),
+D(fake), R1 penalty, pl_mean and ADA's p and r_t; one per fd_vgg), also appended with command,
+commit, date and machine to `--results` (the README's demo and fine-tuning tables are made from
+benchmarks/results/finetune_demo.jsonl by benchmarks/readme_tables.py).
 """
 
 import argparse
@@ -27,6 +29,7 @@ import sys
 import time
 from pathlib import Path
 
+import results  # benchmarks/results.py
 from parity import tensorboard_scalars
 
 EVAL_IMAGES = 2048
@@ -62,6 +65,21 @@ def fd_vgg(network: Path, data: Path, outdir: Path) -> float:
   return json.loads(lines[-1])['value']
 
 
+def tick_records(workdir: Path, name: str) -> list[dict]:
+  """The training loop's per-tick means (from its TensorBoard files) of run `name`."""
+  ticks = []
+  for _, scalars in sorted(tensorboard_scalars(workdir).items()):
+    if 'Progress/tick' in scalars:
+      ticks.append({'what': 'tick', 'name': name, 'kimg': round(scalars['Progress/kimg'], 3),
+                    'G_loss': scalars.get('Loss/G/loss'), 'D_loss': scalars.get('Loss/D/loss'),
+                    'D_real': scalars.get('Loss/scores/real'),
+                    'D_fake': scalars.get('Loss/scores/fake'),
+                    'r1_penalty': scalars.get('Loss/r1_penalty'),
+                    'pl_mean': scalars.get('Loss/pl_mean'),
+                    'p': scalars.get('Augment/p'), 'rt': scalars.get('Augment/rt')})
+  return ticks
+
+
 def main():
   p = argparse.ArgumentParser(description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -70,17 +88,19 @@ def main():
   p.add_argument('--kimg', type=float, default=20.0, help='length of each fine-tuning run')
   p.add_argument('--num-images', type=int, default=50,
                  help='the small dataset (at 200, D did not overfit enough in 20 kimg for p to move)')
+  p.add_argument('--results', default=None,
+                 help='also append the lines, with command, commit, date and machine, here')
   args = p.parse_args()
   args.out.mkdir(parents=True, exist_ok=True)
-
-  def emit(record):
-    print(json.dumps(record), flush=True)
+  emit = results.Recorder(args.results)
 
   source = args.source or args.out / 'source'
   if args.source is None:
     seconds = run('-m', 'sg2jax.main', '--config', 'experiments/demo.py', '--workdir',
                   str(source))
     emit({'what': 'source', 'workdir': str(source), 'seconds': round(seconds, 1)})
+  for tick in tick_records(source, 'source'):
+    emit(tick)
   heldout = write_shapes(args.out / 'heldout', EVAL_IMAGES, seed=2)
   floor_data = write_shapes(args.out / 'heldout_b', EVAL_IMAGES, seed=3)
 
@@ -94,22 +114,15 @@ def main():
                   f'--config.data.num_images={num_images}',
                   f'--config.augment={augment}', f'--config.total_kimg={args.kimg}',
                   '--config.snapshot_ticks=100')
-    ticks = []
-    for step, scalars in sorted(tensorboard_scalars(workdir).items()):
-      if 'Progress/tick' not in scalars:
-        continue
-      tick = {'what': 'tick', 'run': name, 'kimg': round(scalars['Progress/kimg'], 3),
-              'G_loss': scalars.get('Loss/G/loss'), 'D_loss': scalars.get('Loss/D/loss'),
-              'D_real': scalars.get('Loss/scores/real'), 'D_fake': scalars.get('Loss/scores/fake'),
-              'p': scalars.get('Augment/p'), 'rt': scalars.get('Augment/rt')}
-      ticks.append(tick)
+    ticks = tick_records(workdir, name)
+    for tick in ticks:
       emit(tick)
     fd = fd_vgg(workdir, heldout, args.out / f'eval_{name}')
-    emit({'what': 'fd_vgg2k', 'run': name, 'value': fd, 'train_seconds': round(seconds, 1)})
+    emit({'what': 'fd_vgg2k', 'name': name, 'value': fd, 'train_seconds': round(seconds, 1)})
     rows[(augment, num_images)] = (ticks[-1], fd, seconds)
 
   fd_source = fd_vgg(source, heldout, args.out / 'eval_source')
-  emit({'what': 'fd_vgg2k', 'run': 'source (before fine-tuning)', 'value': fd_source})
+  emit({'what': 'fd_vgg2k', 'name': 'source', 'value': fd_source})
   # The floor: held-out reals against other reals, the distance of a perfect generator.
   import jax
   import numpy as np
@@ -128,7 +141,7 @@ def main():
         np.concatenate([np.asarray(features(vgg, b.astype(np.float32))) for b in batches]),
         ddof=1))
   floor = float(frechet_distance(*stats[0], *stats[1]))
-  emit({'what': 'fd_vgg2k', 'run': 'reals vs reals (floor)', 'value': floor})
+  emit({'what': 'fd_vgg2k', 'name': 'floor', 'value': floor})
 
   print('| run | images | kimg | G loss | D loss | D(real) | D(fake) | p | fd_vgg2k |',
         file=sys.stderr)

@@ -293,6 +293,63 @@ def read_results(path: Path) -> list[dict[str, Any]]:
   return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+QUANTITIES = ('g_loss', 'd_loss', 'd_real', 'd_fake', 'r1_penalty', 'pl_penalty', 'pl_length',
+              'pl_mean', 'fd_vgg')
+
+
+def _final_values(records: list[dict[str, Any]], side: str, quantity: str) -> list[float]:
+  """Per seed, the last value of `quantity` on `side`."""
+  finals = []
+  for seed in sorted({r['seed'] for r in records if r['what'] == 'tick'}):
+    present = [r.get(quantity) for r in records if r['what'] == 'tick' and r['side'] == side
+               and r['seed'] == seed and r.get(quantity) is not None]
+    if present:
+      finals.append(present[-1])
+  return finals
+
+
+def end_of_run_table(records: list[dict[str, Any]]) -> str:
+  """The last tick of both sides: mean ± std over seeds, and the difference of the means in
+  pooled standard deviations."""
+  lines = ['| quantity (last tick) | official | sg2jax | difference / pooled std |',
+           '|---|---:|---:|---:|']
+  for quantity in QUANTITIES + ('sec_per_kimg',):
+    values = {side: _final_values(records, side, quantity) for side in SIDES}
+    cells = []
+    for side in SIDES:
+      v = values[side]
+      if not v:
+        cells.append('-')
+      else:
+        spread = f' ± {statistics.stdev(v):.3g}' if len(v) > 1 else ''
+        cells.append(f'{statistics.fmean(v):.4g}{spread}')
+    a, b = values['official'], values['sg2jax']
+    ratio = '-'
+    if len(a) > 1 and len(b) > 1:
+      pooled = math.sqrt((statistics.variance(a) + statistics.variance(b)) / 2)
+      if pooled > 0:
+        ratio = f'{(statistics.fmean(b) - statistics.fmean(a)) / pooled:+.2f}'
+    lines.append(f'| {quantity} | {cells[0]} | {cells[1]} | {ratio} |')
+  return '\n'.join(lines)
+
+
+def wall_time_table(records: list[dict[str, Any]]) -> str:
+  """Per side: runs, mean wall seconds per run, median seconds per kimg over ticks 2+."""
+  walls = [r for r in records if r['what'] == 'run']
+  ticks = [r for r in records if r['what'] == 'tick']
+  lines = ['| side | runs | wall seconds per run (mean) | s/kimg (median over ticks 2+) |',
+           '|---|---:|---:|---:|']
+  for side in SIDES:
+    mine = [r for r in walls if r['side'] == side]
+    rates = [r['sec_per_kimg'] for r in ticks if r['side'] == side and r['tick'] >= 2
+             and r.get('sec_per_kimg') is not None]
+    if mine:
+      lines.append(f'| {side} | {len(mine)} | '
+                   f'{statistics.fmean(r["seconds"] for r in mine):.0f} | '
+                   f'{statistics.median(rates) if rates else float("nan"):.2f} |')
+  return '\n'.join(lines)
+
+
 def write_outputs(out: Path, records: list[dict[str, Any]]) -> None:
   """parity.png and parity_table.md from the records (also printed)."""
   from parity_plot import Panel, aggregate, plot_panels
@@ -311,10 +368,8 @@ def write_outputs(out: Path, records: list[dict[str, Any]]) -> None:
       out_runs.append(run)
     return out_runs
 
-  quantities = ['g_loss', 'd_loss', 'd_real', 'd_fake', 'r1_penalty', 'pl_penalty', 'pl_length',
-                'pl_mean', 'fd_vgg']
   panels = []
-  for quantity in quantities:
+  for quantity in QUANTITIES:
     ref = reference['fd_vgg'] if reference is not None and quantity == 'fd_vgg' else None
     panels.append(Panel(TITLES[quantity], {side: aggregate(runs(side, quantity))
                                            for side in SIDES},
@@ -327,45 +382,9 @@ def write_outputs(out: Path, records: list[dict[str, Any]]) -> None:
   plot_panels(panels, out / FIGURE, 'Training parity: official stylegan2-ada-pytorch loop vs '
               'sg2jax, same initial weights and data', subtitle)
 
-  lines = ['| quantity (last tick) | official | sg2jax | difference / pooled std |',
-           '|---|---:|---:|---:|']
-  for quantity in quantities + ['sec_per_kimg']:
-    values = {}
-    for side in SIDES:
-      finals = []
-      for run in runs(side, quantity):
-        present = [v for _, v in run if v is not None]
-        if present:
-          finals.append(present[-1])
-      values[side] = finals
-    cells = []
-    for side in SIDES:
-      v = values[side]
-      if not v:
-        cells.append('-')
-      else:
-        spread = f' ± {statistics.stdev(v):.3g}' if len(v) > 1 else ''
-        cells.append(f'{statistics.fmean(v):.4g}{spread}')
-    a, b = values['official'], values['sg2jax']
-    ratio = '-'
-    if len(a) > 1 and len(b) > 1:
-      pooled = math.sqrt((statistics.variance(a) + statistics.variance(b)) / 2)
-      if pooled > 0:
-        ratio = f'{(statistics.fmean(b) - statistics.fmean(a)) / pooled:+.2f}'
-    lines.append(f'| {quantity} | {cells[0]} | {cells[1]} | {ratio} |')
-  walls = [r for r in records if r['what'] == 'run']
-  if walls:
-    lines.append('')
-    lines.append('| side | runs | wall seconds per run (mean) | s/kimg (median over ticks 2+) |')
-    lines.append('|---|---:|---:|---:|')
-    for side in SIDES:
-      mine = [r for r in walls if r['side'] == side]
-      rates = [r['sec_per_kimg'] for r in ticks if r['side'] == side and r['tick'] >= 2
-               and r.get('sec_per_kimg') is not None]
-      if mine:
-        lines.append(f'| {side} | {len(mine)} | '
-                     f'{statistics.fmean(r["seconds"] for r in mine):.0f} | '
-                     f'{statistics.median(rates) if rates else float("nan"):.2f} |')
+  lines = end_of_run_table(records).splitlines()
+  if any(r['what'] == 'run' for r in records):
+    lines += [''] + wall_time_table(records).splitlines()
   if reference is not None:
     lines.append('')
     lines.append(f"fd_vgg of the reals against {reference['num_samples']} independent reals "
@@ -385,6 +404,9 @@ def parse_args() -> argparse.Namespace:
   p.add_argument('--peer', help='NVlabs/stylegan2-ada-pytorch checkout')
   p.add_argument('--peer-python', help='a python that imports torch, numpy, PIL and psutil')
   p.add_argument('--out', type=Path, required=True, help='output folder')
+  p.add_argument('--results', default=None,
+                 help='also append every line, with command, commit, date and machine, here '
+                      '(the README quotes benchmarks/results/parity.jsonl)')
   p.add_argument('--seeds', default='0,1,2', help='comma-separated seeds (default 0,1,2)')
   p.add_argument('--kimg', type=float, default=defaults.total_kimg, help='length of each run')
   p.add_argument('--kimg-per-tick', type=float, default=defaults.kimg_per_tick)
@@ -465,13 +487,18 @@ def main() -> None:
   (out / 'setup.json').write_text(json.dumps(dataclasses.asdict(setup), indent=2))
   data = write_dataset(out / 'data' / f'shapes{setup.resolution}.zip', args.num_images,
                        setup.resolution, args.data_seed)
-  results = open(out / RESULTS, 'w', encoding='utf-8')  # pylint: disable=consider-using-with
+  results_file = open(out / RESULTS, 'w', encoding='utf-8')  # pylint: disable=consider-using-with
   records: list[dict[str, Any]] = []
+  import results  # benchmarks/results.py
+  run_record = {**results.provenance(), 'run': None}
+  run_record['run'] = run_record['date']
 
   def emit(record: dict[str, Any]) -> None:
     records.append(record)
-    results.write(json.dumps(record) + '\n')
-    results.flush()
+    results_file.write(json.dumps(record) + '\n')
+    results_file.flush()
+    if args.results:
+      results.append(args.results, [{**run_record, **record}])
 
   emit({'what': 'setup', 'setup': dataclasses.asdict(setup), 'seeds': args.seeds,
         'num_images': args.num_images, 'data_seed': args.data_seed, 'data': str(data),
@@ -539,7 +566,7 @@ def main() -> None:
       print(f'seed {seed}: sg2jax {seconds:.0f} s (fd_vgg excluded), last tick {ticks[-1]}',
             flush=True)
   finally:
-    results.close()
+    results_file.close()
   write_outputs(out, records)
 
 

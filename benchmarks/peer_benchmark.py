@@ -126,6 +126,9 @@ def main():
                  help='torch.set_num_threads of the official side (0: torch default, one per '
                       'core; on a machine that other processes keep busy its OpenMP threads '
                       'can stall for seconds, then 1 gives steadier times)')
+  p.add_argument('--out', default=None,
+                 help='also append the lines, with command, commit, date and machine, to this '
+                      'file (the README quotes benchmarks/results/peer_benchmark.jsonl)')
   p.add_argument('--worker-log', default=None,
                  help="file for the official worker's stderr (default: this stderr)")
   args = p.parse_args()
@@ -138,6 +141,8 @@ def main():
   args.peer = os.path.abspath(args.peer)
   torch_version = check_peer(args.peer, args.peer_python)
 
+  import results  # benchmarks/results.py
+  emit = results.Recorder(args.out)
   from sg2jax.cli import configure_jax
   configure_jax(args.precision)
   from experiments import config_f
@@ -166,11 +171,11 @@ def main():
               'G_params': info['G_params'], 'D_params': info['D_params'],
               'setup_seconds': round(setup_s, 3)}
     common = {'resolution': args.resolution, 'batch': args.batch}
-    print(json.dumps({'what': 'setup', **common, 'batch_gpu': args.batch_gpu,
-                      'channel_base': args.channel_base, 'channel_max': args.channel_max,
-                      'sg2jax': ours, 'official': theirs,
-                      'params_match': (ours['G_params'], ours['D_params']) ==
-                                      (info['G_params'], info['D_params'])}), flush=True)
+    emit({'what': 'setup', **common, 'batch_gpu': args.batch_gpu,
+          'channel_base': args.channel_base, 'channel_max': args.channel_max,
+          'sg2jax': ours, 'official': theirs,
+          'params_match': (ours['G_params'], ours['D_params']) ==
+                          (info['G_params'], info['D_params'])})
     if torch_version != info['torch']:
       print(f'warning: torch {torch_version} at the check, {info["torch"]} in the worker',
             file=sys.stderr)
@@ -204,7 +209,7 @@ def main():
     ours_t, theirs_t = times[name]['sg2jax'], times[name]['official']
     med = statistics.median(ours_t), statistics.median(theirs_t)
     medians[name] = med
-    print(json.dumps({
+    emit({
         'what': 'phase', 'phase': name, **common,
         'sg2jax_min_s': round(min(ours_t), 6), 'sg2jax_median_s': round(med[0], 6),
         'official_min_s': round(min(theirs_t), 6), 'official_median_s': round(med[1], 6),
@@ -212,7 +217,7 @@ def main():
         'ratio_min': round(min(ours_t) / min(theirs_t), 4),
         'gflop': round(flops[name] / 1e9, 4),
         'gflops_per_s': round(flops[name] / 1e9 / med[0], 3),
-        'compile_seconds': round(compile_s[name], 2)}), flush=True)
+        'compile_seconds': round(compile_s[name], 2)})
 
   if 'g_main' not in medians or 'd_main' not in medians:
     return
@@ -231,7 +236,7 @@ def main():
   if 'g_reg' in medians:
     line['g_reg_over_g_main'] = round(medians['g_reg'][0] / medians['g_main'][0], 4)
     line['official_g_reg_over_g_main'] = round(medians['g_reg'][1] / medians['g_main'][1], 4)
-  print(json.dumps(line), flush=True)
+  emit(line)
 
 
 if __name__ == '__main__':

@@ -74,3 +74,27 @@ def read(path: str | Path) -> list[dict[str, Any]]:
   if not path.is_file():
     return []
   return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class Recorder:
+  """Prints each result line and, given a file, also appends it there with the run's provenance
+  and a `run` id (the start time), so the lines of one run can be told from earlier runs'."""
+
+  def __init__(self, out: Optional[str | Path] = None, argv: Optional[list[str]] = None):
+    self.out = out
+    self.record = provenance(argv)
+    self.record['run'] = self.record['date']
+
+  def __call__(self, row: dict[str, Any]) -> None:
+    print(json.dumps(row), flush=True)
+    if self.out:
+      append(self.out, [{**self.record, **row}])
+
+
+def latest_run(rows: list[dict[str, Any]], **match: Any) -> list[dict[str, Any]]:
+  """The rows of the newest run among `rows` whose fields equal `match`."""
+  rows = [r for r in rows if all(r.get(k) == v for k, v in match.items())]
+  if not rows:
+    return []
+  newest = max(r['run'] for r in rows)
+  return [r for r in rows if r['run'] == newest]

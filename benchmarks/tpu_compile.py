@@ -26,7 +26,8 @@ PHASES = ('g_main', 'g_reg', 'd_main', 'd_reg')
 
 def combination_key(row: dict) -> tuple:
   return (row['config'], row['topology'], row['resolution_setting'], row['dtype'],
-          row['precision'], row.get('remat', 'none'), row.get('max_batch', False))
+          row['precision'], row.get('remat', 'none'), row.get('batch_gpu'),
+          row.get('max_batch', False))
 
 
 def run(args) -> None:
@@ -35,19 +36,20 @@ def run(args) -> None:
   from sg2jax.cli import configure_jax, load_config, override_config
   done = {combination_key(row) for row in results.read(args.out)}
   record = results.provenance()
+  record['run'] = record['date']
   for name in args.slices.split(','):
     slice_ = topology.parse_slice(name)
     devices = None
     for resolution in (int(r) for r in args.resolutions.split(',')):
       for setting in args.settings.split(','):
         dtype, precision = setting.split('/')
+        config = override_config(load_config(args.config, None), args.override)
         tags = {'config': args.config, 'topology': slice_.name, 'resolution_setting': resolution,
                 'dtype': dtype, 'precision': precision, 'remat': args.remat,
-                'max_batch': args.max_batch}
+                'batch_gpu': config.batch_gpu, 'max_batch': args.max_batch}
         if combination_key(tags) in done:
           print(f'done already: {tags}', file=sys.stderr)
           continue
-        config = override_config(load_config(args.config, None), args.override)
         config.resolution = resolution
         config.batch_size = config.batch_gpu * slice_.chips
         config.G.dtype = config.D.dtype = dtype
@@ -68,15 +70,15 @@ def table(path: str) -> str:
   rows = results.read(path)
   groups: dict[tuple, list[dict]] = {}
   for row in rows:
-    groups.setdefault(combination_key(row)[:6], []).append(row)
+    groups.setdefault(combination_key(row)[:7], []).append(row)
   lines = ['| slice | chip | resolution | setting | batch per chip | every phase compiles '
            '| largest phase: HBM per chip | of | largest batch per chip | GFLOP per image |',
            '|---|---|---:|---|---:|---|---:|---:|---:|---:|']
-  for key in sorted(groups, key=lambda k: (k[0], k[1], k[2], k[3], k[4], k[5])):
+  for key in sorted(groups, key=lambda k: tuple(str(x) for x in k)):
     group = [r for r in groups[key] if r['program'].split('@')[0] in PHASES]
     if not group:
       continue
-    _, slice_name, resolution, dtype, precision, remat = key
+    _, slice_name, resolution, dtype, precision, remat, _ = key
     largest = max(group, key=lambda r: r['hbm_gib'] or 0)
     fits = all(r['ok'] and r['fits'] for r in group)
     batches = [r.get('max_batch_per_chip') for r in group]

@@ -17,7 +17,6 @@ with medians, ratio and XLA's GFLOP of both programs.
 
 import argparse
 import contextlib
-import json
 import statistics
 import sys
 import time
@@ -43,7 +42,7 @@ def winograd_thresholds(conv2d_module, enabled: bool):
     conv2d_module.WINOGRAD_MIN_CHANNELS, conv2d_module.WINOGRAD_MIN_PIXELS = shipped
 
 
-def layers(args, conv2d_module) -> None:
+def layers(args, conv2d_module, emit) -> None:
   import jax
   import jax.numpy as jnp
   import numpy as np
@@ -79,10 +78,10 @@ def layers(args, conv2d_module) -> None:
         row[f'{name}_direct_s'] = round(best['direct'], 5)
         row[f'{name}_winograd_s'] = round(best['winograd'], 5)
         row[f'{name}_ratio'] = round(best['winograd'] / best['direct'], 3)
-      print(json.dumps(row), flush=True)
+      emit(row)
 
 
-def phases(args, conv2d_module) -> None:
+def phases(args, conv2d_module, emit) -> None:
   sys.path.insert(0, __file__.rsplit('/', 1)[0])
   from training_setup import build_phase_bench
 
@@ -106,13 +105,12 @@ def phases(args, conv2d_module) -> None:
         benches[side].run(name)
         times[side].append(time.perf_counter() - t)
     median = {side: statistics.median(t) for side, t in times.items()}
-    print(json.dumps({'what': 'phase', 'phase': name, 'resolution': args.resolution,
-                      'batch': args.batch, 'direct_median_s': round(median['direct'], 3),
-                      'winograd_median_s': round(median['winograd'], 3),
-                      'ratio': round(median['winograd'] / median['direct'], 3),
-                      'gflop_direct': round(benches['direct'].flops(name) / 1e9, 1),
-                      'gflop_winograd': round(benches['winograd'].flops(name) / 1e9, 1)}),
-          flush=True)
+    emit({'what': 'phase', 'phase': name, 'resolution': args.resolution,
+          'batch': args.batch, 'direct_median_s': round(median['direct'], 3),
+          'winograd_median_s': round(median['winograd'], 3),
+          'ratio': round(median['winograd'] / median['direct'], 3),
+          'gflop_direct': round(benches['direct'].flops(name) / 1e9, 1),
+          'gflop_winograd': round(benches['winograd'].flops(name) / 1e9, 1)})
 
 
 def main():
@@ -125,6 +123,9 @@ def main():
   p.add_argument('--resolution', type=int, default=64)
   p.add_argument('--batch', type=int, default=8)
   p.add_argument('--repeats', type=int, default=3)
+  p.add_argument('--out', default=None,
+                 help='also append the lines, with command, commit, date and machine, to this '
+                      'file (the README quotes benchmarks/results/winograd_benchmark.jsonl)')
   args = p.parse_args()
   if not (args.layers or args.phases):
     p.error('choose --layers and/or --phases')
@@ -137,10 +138,13 @@ def main():
     raise SystemExit('error: Winograd is sg2jax\'s CPU path; run this on a CPU backend '
                      '(JAX_PLATFORMS=cpu)')
   conv2d_module = importlib.import_module('sg2jax.ops.conv2d')  # the package exports conv2d()
+  sys.path.insert(0, __file__.rsplit('/', 1)[0])
+  import results  # benchmarks/results.py
+  emit = results.Recorder(args.out)
   if args.layers:
-    layers(args, conv2d_module)
+    layers(args, conv2d_module, emit)
   if args.phases:
-    phases(args, conv2d_module)
+    phases(args, conv2d_module, emit)
 
 
 if __name__ == '__main__':

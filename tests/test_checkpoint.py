@@ -63,7 +63,7 @@ def test_generator_selection_prefers_the_ema(snapshot):
 
 
 # ----------------------------------------------------------------------------------------------
-# Files written by sg2jax 0.1.0 (tests/data/old_format, commit 422c3e2, before the layout change).
+# Files in the format of sg2jax 0.1.0 (tests/data/old_format): they must stay readable.
 
 OLD = DATA / 'old_format'
 

@@ -1,0 +1,260 @@
+"""The README's measured tables, made from the result files in `benchmarks/results/`.
+
+  python benchmarks/readme_tables.py            # print every table
+  python benchmarks/readme_tables.py --write    # put them into README.md
+
+In README.md each measured table follows a line `<!-- table: NAME -->`; NAME is one of
+`TABLES`, which says the result file it is made from. `tests/test_readme_tables.py` fails when a
+table in the README differs from what its result file gives, or when a README table has no such
+line (tables of facts that are not measurements say so: `<!-- table: not measured (why) -->`).
+Only the standard library: the test runs without jax.
+"""
+
+import argparse
+import re
+import sys
+from pathlib import Path
+from typing import Callable, Optional
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import results  # noqa: E402  (benchmarks/results.py)
+
+README = Path(__file__).parent.parent / 'README.md'
+MARKER = re.compile(r'^<!-- table: (.+?) -->$')
+
+PHASE_LABELS = {'g_main': 'G main', 'g_reg': 'G reg (path length)', 'd_main': 'D main',
+                'd_reg': 'D reg (R1)', 'ema': 'G_ema update'}
+
+
+def _rows(name: str) -> list[dict]:
+  return results.read(results.RESULTS / name)
+
+
+def _table(header: list[str], align: str, rows: list[list[str]]) -> str:
+  lines = ['| ' + ' | '.join(header) + ' |',
+           '|' + '|'.join('---:' if a == 'r' else '---' for a in align) + '|']
+  lines += ['| ' + ' | '.join(row) + ' |' for row in rows]
+  return '\n'.join(lines)
+
+
+def _peer_runs() -> list[dict]:
+  """The newest peer-benchmark run per resolution."""
+  rows = _rows('peer_benchmark.jsonl')
+  out = []
+  for resolution in sorted({r['resolution'] for r in rows}):
+    out += results.latest_run(rows, resolution=resolution)
+  return out
+
+
+def training_speed() -> str:
+  rows = [[str(r['resolution']), PHASE_LABELS[r['phase']], f'{r["sg2jax_median_s"]:.2f}',
+           f'{r["official_median_s"]:.2f}',
+           f'**{r["ratio_median"]:.2f}** (min {r["ratio_min"]:.2f})', f'{r["gflop"]:.1f}',
+           f'{r["gflops_per_s"]:.0f}', f'{r["compile_seconds"]:.0f}']
+          for r in _peer_runs() if r['what'] == 'phase']
+  return _table(['resolution', 'phase', 'sg2jax s', 'official s', 'sg2jax / official',
+                 'GFLOP (XLA)', 'sg2jax GFLOP/s', 'sg2jax compile s'], 'rlrrrrrr', rows)
+
+
+def training_minibatch() -> str:
+  rows = [[str(r['resolution']), r['formula'], f'{r["sg2jax_s"]:.2f}', f'{r["official_s"]:.2f}',
+           f'**{r["sg2jax_images_per_s"]:.3f}**', f'{r["official_images_per_s"]:.3f}',
+           f'**{r["ratio"]:.2f}**']
+          for r in _peer_runs() if r['what'] == 'minibatch']
+  return _table(['resolution', 'phases (as the loops run them)', 'sg2jax s', 'official s',
+                 'sg2jax images/s', 'official images/s', 'sg2jax / official'], 'rlrrrrr', rows)
+
+
+def winograd_layers() -> str:
+  rows = results.latest_run(_rows('winograd_benchmark.jsonl'), what='layer')
+  sizes = sorted({r['size'] for r in rows})
+  cells = {(r['channels'], r['size']): r for r in rows}
+  table = []
+  for channels in sorted({r['channels'] for r in rows}):
+    row = [str(channels)]
+    for size in sizes:
+      r = cells.get((channels, size))
+      if r is None:
+        row.append('')
+        continue
+      cell = f'{r["forward_ratio"]:.2f} / {r["weight_gradient_ratio"]:.2f}'
+      row.append(f'**{cell}**' if r['winograd_applies'] else cell)
+    table.append(row)
+  return _table(['channels'] + [f'{s}x{s}' for s in sizes], 'r' * (len(sizes) + 1), table)
+
+
+def winograd_phases() -> str:
+  rows = results.latest_run(_rows('winograd_benchmark.jsonl'), what='phase')
+  return _table(['phase', 'resolution', 'direct s', 'Winograd s', 'Winograd / direct',
+                 'GFLOP direct', 'GFLOP Winograd'], 'lrrrrrr',
+                [[PHASE_LABELS[r['phase']], str(r['resolution']), f'{r["direct_median_s"]:.2f}',
+                  f'{r["winograd_median_s"]:.2f}', f'**{r["ratio"]:.2f}**',
+                  f'{r["gflop_direct"]:.0f}', f'{r["gflop_winograd"]:.0f}'] for r in rows])
+
+
+def tpu_phases() -> str:
+  """Every training phase compiled for a TPU slice: HBM per chip against the chip's capacity."""
+  rows = _rows('tpu_compile.jsonl')
+  rows = [r for r in rows if r['program'].split('@')[0] in PHASE_LABELS]
+  order = {name: i for i, name in enumerate(PHASE_LABELS)}
+  rows.sort(key=lambda r: (r['topology'], -r['resolution_setting'], r['dtype'], r['precision'],
+                           r.get('remat', 'none'), r['batch_per_chip'],
+                           order[r['program'].split('@')[0]]))
+  table = []
+  for r in rows:
+    if r['ok']:
+      hbm = f'{r["hbm_gib"]:.2f}' if r.get('argument_gib') is not None else f'>{r["hbm_gib"]:.2f}'
+      verdict = 'fits' if r['fits'] else '**does not fit**'
+    else:
+      hbm, verdict = '', '**failed to compile**'
+    table.append([r['topology'], str(r['resolution_setting']),
+                  f'{r["dtype"]}, {r["precision"]}', r.get('remat', 'none'),
+                  PHASE_LABELS[r['program'].split('@')[0]], str(r['batch_per_chip']), hbm,
+                  f'{r["capacity_gib"]:.2f}', verdict,
+                  '' if r.get('gflop') is None else f'{r["gflop"]:.0f}',
+                  f'{r["compile_seconds"]:.0f}'])
+  return _table(['slice', 'resolution', 'dtype, precision', 'remat', 'phase', 'images per chip',
+                 'HBM per chip GiB', 'of GiB', 'verdict', 'GFLOP per chip', 'compile s here'],
+                'lrlllrrrlrr', table)
+
+
+def _finetune(what: str, name: Optional[str] = None) -> list[dict]:
+  return [r for r in results.latest_run(_rows('finetune_demo.jsonl'), what=what)
+          if name is None or r['name'] == name]
+
+
+def _fmt(value, digits=3) -> str:
+  return '' if value is None else f'{value:.{digits}f}'
+
+
+def demo_losses() -> str:
+  ticks = _finetune('tick', 'source')
+  shown = [t for i, t in enumerate(ticks) if i in (0, len(ticks) - 1) or i % 5 == 4]
+  return _table(['kimg', 'G loss', 'D loss', 'D(real)', 'D(fake)', 'R1 penalty', 'pl_mean'],
+                'rrrrrrr',
+                [[f'{t["kimg"]:g}', _fmt(t['G_loss']), _fmt(t['D_loss']), _fmt(t['D_real']),
+                  _fmt(t['D_fake']), _fmt(t['r1_penalty']), _fmt(t['pl_mean'])] for t in shown])
+
+
+def finetune_end() -> str:
+  fd = {r['name']: r for r in _finetune('fd_vgg2k')}
+  table = []
+  for name in fd:
+    if name in ('source', 'floor'):
+      continue
+    augment, images = name.rsplit('_', 1)
+    last = _finetune('tick', name)[-1]
+    table.append([f'augment={augment} ({fd[name]["train_seconds"] / 60:.1f} min)', images,
+                  f'{last["kimg"]:.1f}', _fmt(last['G_loss']), _fmt(last['D_loss']),
+                  _fmt(last['D_real']), _fmt(last['D_fake']), _fmt(last['p']),
+                  f'{fd[name]["value"]:.3f}'])
+  source = _finetune('tick', 'source')
+  if 'source' in fd and source:
+    table.append(['source (the demo, before)', '2048', f'{source[-1]["kimg"]:g}', '', '', '',
+                  '', '', f'{fd["source"]["value"]:.3f}'])
+  if 'floor' in fd:
+    table.append(['held-out reals vs reals', '', '', '', '', '', '', '',
+                  f'{fd["floor"]["value"]:.3f}'])
+  return _table(['run', 'images', 'kimg', 'G loss', 'D loss', 'D(real)', 'D(fake)', 'p',
+                 'fd_vgg2k'], 'lrrrrrrrr', table)
+
+
+def finetune_ticks() -> str:
+  names = [r['name'] for r in _finetune('fd_vgg2k') if r['name'] not in ('source', 'floor')]
+  small = [n for n in names if not n.endswith('_50000')]
+  none = next(n for n in small if n.startswith('none'))
+  ada = next(n for n in small if n.startswith('ada'))
+  runs = {n: _finetune('tick', n) for n in (none, ada)}
+  table = []
+  for a, b in zip(runs[none], runs[ada]):
+    if round(a['kimg']) % 4 or round(a['kimg']) == 0:
+      continue
+    table.append([f'{a["kimg"]:g}', _fmt(a['D_loss']), _fmt(b['D_loss']),
+                  f'{a["D_real"]:.2f} / {a["D_fake"]:.2f}', f'{b["D_real"]:.2f} / {b["D_fake"]:.2f}',
+                  _fmt(b['rt']), _fmt(b['p'], 4)])
+  return _table(['kimg', 'D loss, no aug', 'D loss, ADA', 'D(real) / D(fake), no aug',
+                 'D(real) / D(fake), ADA', 'ADA r_t', 'ADA p'], 'rrrrrrr', table)
+
+
+def parity_end() -> str:
+  from parity import end_of_run_table  # benchmarks/parity.py
+  return end_of_run_table(results.latest_run(_rows('parity.jsonl')))
+
+
+def parity_wall() -> str:
+  from parity import wall_time_table  # benchmarks/parity.py
+  return wall_time_table(results.latest_run(_rows('parity.jsonl')))
+
+
+TABLES: dict[str, tuple[str, Callable[[], str]]] = {
+    'training_speed': ('peer_benchmark.jsonl', training_speed),
+    'training_minibatch': ('peer_benchmark.jsonl', training_minibatch),
+    'winograd_layers': ('winograd_benchmark.jsonl', winograd_layers),
+    'winograd_phases': ('winograd_benchmark.jsonl', winograd_phases),
+    'tpu_phases': ('tpu_compile.jsonl', tpu_phases),
+    'demo_losses': ('finetune_demo.jsonl', demo_losses),
+    'finetune_end': ('finetune_demo.jsonl', finetune_end),
+    'finetune_ticks': ('finetune_demo.jsonl', finetune_ticks),
+    'parity_end': ('parity.jsonl', parity_end),
+    'parity_wall': ('parity.jsonl', parity_wall),
+}
+
+
+def readme_tables(text: str) -> list[tuple[str, int, int]]:
+  """(name, first line, end line) of every table in `text` after its marker line; name None for
+  a table without one."""
+  lines = text.splitlines()
+  found, i = [], 0
+  while i < len(lines):
+    if lines[i].startswith('|'):
+      start = i
+      while i < len(lines) and lines[i].startswith('|'):
+        i += 1
+      marker = MARKER.match(lines[start - 1]) if start > 0 else None
+      found.append((marker.group(1) if marker else None, start, i))
+    else:
+      i += 1
+  return found
+
+
+def differences(text: str) -> list[str]:
+  """One line per README table that lacks its marker or differs from its result file."""
+  lines, problems = text.splitlines(), []
+  for name, start, end in readme_tables(text):
+    where = f'README.md line {start + 1}'
+    if name is None:
+      problems.append(f'{where}: a table without a "<!-- table: NAME -->" line before it')
+    elif name in TABLES:
+      expected = TABLES[name][1]()
+      if '\n'.join(lines[start:end]) != expected:
+        problems.append(f'{where}: table {name} differs from benchmarks/results/'
+                        f'{TABLES[name][0]}; run python benchmarks/readme_tables.py --write\n'
+                        f'expected:\n{expected}')
+    elif not name.startswith('not measured'):
+      problems.append(f'{where}: unknown table {name!r}; known: {", ".join(TABLES)}')
+  return problems
+
+
+def write(path: Path = README) -> None:
+  lines = path.read_text().splitlines()
+  for name, start, end in reversed(readme_tables('\n'.join(lines))):
+    if name in TABLES:
+      lines[start:end] = TABLES[name][1]().splitlines()
+  path.write_text('\n'.join(lines) + '\n')
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument('--write', action='store_true', help='put the tables into README.md')
+  args = p.parse_args()
+  if args.write:
+    write()
+    return
+  for name, (source, render) in TABLES.items():
+    print(f'<!-- table: {name} --> (from benchmarks/results/{source})\n{render()}\n')
+
+
+if __name__ == '__main__':
+  main()
