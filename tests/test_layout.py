@@ -17,7 +17,7 @@ LAYERS = (
     ('images', 'sharding', 'topology', 'checkpoint', 'losses', 'data', 'augment'),
     ('train', 'metrics', 'tools'),
     ('cli',),
-    ('main', 'eval', 'generate', 'project', 'convert', 'dataset_tool', 'export', 'aot'),
+    ('main', 'eval', 'generate', 'project', 'convert', 'dataset_tool', 'export', 'aot', 'explore'),
 )
 LAYER_OF = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}
 
