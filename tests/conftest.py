@@ -144,3 +144,27 @@ def pytest_terminal_summary(terminalreporter):
   line = summary(records)
   if line:
     terminalreporter.write_line(line)
+
+
+@pytest.fixture(scope='session')
+def explore_server(tmp_path_factory):
+  """`python -m sg2jax.explore`'s server on a free loopback port, in a thread: the tiny ADA
+  snapshot (copied, so GANSpace caches land beside the copy) and a folder with one projected w.
+  Yields `(server, base_url)`; shared by the explorer's tests, so each view compiles once."""
+  import shutil
+  import threading
+  from sg2jax.explore.server import make_server
+  from goldens import DATA
+  root = tmp_path_factory.mktemp('explore')
+  network = root / 'net.pkl'
+  shutil.copy(DATA / 'ada_snapshot_tiny.pkl', network)
+  projected = root / 'projected' / 'shape0'
+  projected.mkdir(parents=True)
+  w = np.random.RandomState(1).randn(1, 8, 32).astype(np.float32) * 0.5
+  np.savez(projected / 'projected_w.npz', w=w)
+  server = make_server(str(network), '127.0.0.1', 0, str(root / 'projected'))
+  thread = threading.Thread(target=server.serve_forever, daemon=True)
+  thread.start()
+  yield server, f'http://127.0.0.1:{server.server_address[1]}'
+  server.shutdown()
+  server.server_close()

@@ -189,11 +189,9 @@ def controls_from_query(query: dict[str, str], explorer: 'Explorer') -> Controls
   noise_mode = query.get('noise', 'const')
   if noise_mode not in NOISE_MODES:
     raise ValueError(f'noise={noise_mode!r} is not one of {", ".join(NOISE_MODES)}')
-  class_idx = _number(query, 'class', None, 0, max(g.c_dim - 1, 0), int)
-  if g.c_dim and class_idx is None:
-    class_idx = 0
-  if not g.c_dim and class_idx is not None:
+  if not g.c_dim and query.get('class'):
     raise ValueError('class is only for conditional networks; this one has none')
+  class_idx = _number(query, 'class', 0, 0, g.c_dim - 1, int) if g.c_dim else None
   mix_seed = _number(query, 'mix_seed', None, 0, SEED_MODULUS - 1, int)
   mix_layers = _layer_list(query, 'mix', g.num_ws) if query.get('mix') else ()
   if mix_layers and mix_seed is None:
