@@ -34,7 +34,8 @@ def parse_position(text: str) -> tuple[float, float]:
   except ValueError:
     values = []
   if len(values) not in (1, 2) or not all(abs(v) <= 1e9 for v in values):
-    raise argparse.ArgumentTypeError(f'{text!r} is not a position X or X,Y (numbers, e.g. 3.25,0.5)')
+    raise argparse.ArgumentTypeError(f'{text!r} is not a position X or X,Y (numbers, e.g. '
+                                     f'3.25,0.5)')
   return values[0], values[1] if len(values) == 2 else 0.0
 
 

@@ -8,6 +8,7 @@ import json
 import shlex
 import threading
 import urllib.parse
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -80,8 +81,7 @@ def test_capture_commands_reproduce_edited_images(explore_server, tmp_path):
   assert '--position 3.25,0.5 --trunc 0.8 --trunc-cutoff 5 --noise-mode random --noise-seed 7' \
       in json.loads(get(base, f'/api/command?{queries["edited"]}')[2])['command']
   # GANSpace's components were cached beside the (copied) network, and generate reused them.
-  assert len(list(server.explorer.network and
-                  __import__('pathlib').Path(server.network).parent.glob('net.pkl.ganspace-*'))) == 1
+  assert len(list(Path(server.network).parent.glob('net.pkl.ganspace-*'))) == 1
 
 
 def test_layer_view_statistics_and_preview(explore_server):

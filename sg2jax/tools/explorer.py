@@ -141,7 +141,8 @@ def _number(query: dict, key: str, default, low: float, high: float, kind=float)
   try:
     value = kind(text)
   except ValueError:
-    raise ValueError(f'{key}={text!r} is not a{"n integer" if kind is int else " number"}') from None
+    what = 'an integer' if kind is int else 'a number'
+    raise ValueError(f'{key}={text!r} is not {what}') from None
   if not (low <= value <= high):  # also refuses nan
     raise ValueError(f'{key}={text} is outside [{format_number(low)}, {format_number(high)}]')
   return value
