@@ -10,8 +10,8 @@ of experiments/demo.py (32x32, 16-32 channels, 2 mapping layers); `f256` = confi
 compiled program, the copy to the host and the uint8 conversion) at a new latent position between
 seeds, psi 0.7, with style mixing on layers 0-3 and one SeFa direction on layers 0-5, as a user
 dragging on the page gets them; `with_png_ms_per_frame` adds the PNG encoding the server does.
-Views: `image` (the full image) and `preview` (the half-resolution image the page shows while
-dragging). The
+Views: `image` (the full image) and `preview` (the lower-resolution image the page shows while
+dragging: R/2, or R/4 from 128x128 up). The
 first frame of a view compiles it (`compile_s`); the median of the next `--frames` is reported.
 """
 
@@ -68,7 +68,8 @@ def benchmark(name: str, frames: int) -> list[dict]:
     for frame in range(frames + 1):
       controls = Controls(x=3 + 0.1 * frame, y=0.25, psi=0.7, mix_seed=9, mix_layers=(0, 1, 2, 3),
                           directions=(parse_direction('sefa:0'),), strengths=(2.0,),
-                          direction_layers=tuple(range(6)), preview=view == 'preview')
+                          direction_layers=tuple(range(6)),
+                          preview=explorer.default_preview if view == 'preview' else 0)
       start = time.perf_counter()
       rendered = explorer.render(controls)
       encode_png(rendered.image)

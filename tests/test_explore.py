@@ -103,7 +103,8 @@ def test_layer_view_statistics_and_preview(explore_server):
   assert status == 200 and png(body).shape == (16, 16, 3)  # the 16x16 skip image
   status, _, body = get(base, '/api/info')
   info = json.loads(body)
-  assert info['num_ws'] == 8 and info['preview'] and info['projected'] == ['shape0/projected_w.npz']
+  assert info['num_ws'] == 8 and info['projected'] == ['shape0/projected_w.npz']
+  assert info['preview_resolutions'] == [16, 8] and info['default_preview'] == 16
   assert ['b16.conv0', [16, 16, 32]] in info['layers'] and info['layers'][-1][0] == 'output'
 
 
@@ -122,6 +123,7 @@ def test_layer_view_statistics_and_preview(explore_server):
     ('/image.png?layer=b8.conv0&mode=rgb', 400, 'mode=rgb needs a layer with 3 channels'),
     ('/image.png?projected=../../net.pkl', 400, 'is not one of the projected w files'),
     ('/image.png?class=1', 400, 'class is only for conditional networks'),
+    ('/image.png?preview=12', 400, 'preview=12 is not a preview resolution'),
     ('/image.png?seed=1&seed=2', 400, 'parameter seed is given twice'),
     ('/image.png?bogus=1', 400, "unknown parameter 'bogus'"),
     ('/image.png?x=' + '1' * 600, 400, 'longer than 512 characters'),

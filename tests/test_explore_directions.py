@@ -17,10 +17,13 @@ def network():
   return build_network(net.config), net.variables
 
 
-def conv_affine(variables, layer):
-  """The affine of the convolution that reads ws row `layer`, found by the row rule of
-  REFERENCE.md §1.6 (4x4 conv1 reads 0; at res 2^k conv0 reads 2k-5 and conv1 2k-4)."""
-  if layer == 0:
+def style_affine(variables, layer):
+  """The affine of the layer that reads ws row `layer` alone, found by the row rule of
+  REFERENCE.md §1.6 (4x4 conv1 reads 0; at res 2^k conv0 reads 2k-5 and conv1 2k-4; the last
+  ToRGB reads the last row, 7 at 32x32)."""
+  if layer == 7:
+    block, conv = 32, 'torgb'
+  elif layer == 0:
     block, conv = 4, 'conv1'
   else:
     k = (layer + 5) // 2
@@ -36,11 +39,11 @@ def assert_same_directions(ours, reference, count, what):
     assert dot == pytest.approx(1, abs=1e-6), f'{what} {k}: |cos| = {dot}'
 
 
-@pytest.mark.parametrize('layers', [range(0, 7), [1, 2, 3], [6]])
+@pytest.mark.parametrize('layers', [range(0, 8), [1, 2, 3], [6], [7]])
 def test_sefa_is_the_eigenvectors_of_the_normalized_affine_weights(network, layers):
   _, variables = network
   ours, eigenvalues = dirs.sefa(variables, layers)
-  a = np.concatenate([conv_affine(variables, l) for l in layers], axis=1)  # [w_dim, sum C]
+  a = np.concatenate([style_affine(variables, l) for l in layers], axis=1)  # [w_dim, sum C]
   a /= np.sqrt((a ** 2).sum(axis=0))
   u, s, _ = np.linalg.svd(a)  # A A^T = U S^2 U^T
   np.testing.assert_allclose(eigenvalues[:len(s)], s ** 2, rtol=1e-8, atol=1e-10)
@@ -52,18 +55,18 @@ def test_sefa_is_the_eigenvectors_of_the_normalized_affine_weights(network, laye
   assert (ours[np.arange(len(ours)), np.abs(ours).argmax(axis=1)] > 0).all()
 
 
-def test_sefa_ignores_a_common_scale_and_refuses_the_last_ws_alone(network):
+def test_sefa_ignores_a_common_scale_and_refuses_layers_that_do_not_exist(network):
   _, variables = network
   ours, _ = dirs.sefa(variables, range(7))
   scaled = {'params': {'synthesis': {
-      block: {layer: ({'affine': {'weight': np.asarray(leaves['affine']['weight']) * 3.7}}
+      block: {layer: ({**leaves, 'affine': {'weight': np.asarray(leaves['affine']['weight']) * 3.7}}
                       if 'affine' in leaves else leaves) for layer, leaves in layers.items()}
       if isinstance(layers, dict) else layers
       for block, layers in variables['params']['synthesis'].items()}}}
   # (within float32 rounding of the scaled weights)
   np.testing.assert_allclose(dirs.sefa(scaled, range(7))[0][:4], ours[:4], atol=1e-6)
-  with pytest.raises(ValueError, match='no convolution reads ws layers'):
-    dirs.sefa(variables, [7])  # only the last ToRGB reads row 7 at 32x32
+  with pytest.raises(ValueError, match=r'ws layers \[8\] do not exist; SeFa takes layers 0-7'):
+    dirs.sefa(variables, [8])
 
 
 def test_ganspace_is_the_pca_of_mapped_ws(network):

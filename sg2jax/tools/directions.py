@@ -65,10 +65,11 @@ def canonical_signs(vectors: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 # SeFa: eigenvectors of the style affines' weights.
 
-def conv_affine_weights(variables: dict) -> list[np.ndarray]:
-  """The style affine weights `[w_dim, C_l]` of the synthesis convolutions, in ws order (the
-  convolution l reads row l of ws; REFERENCE.md §1.6). ToRGB affines are not among them: SeFa
-  factorizes the convolution layers' styles (REFERENCE.md §11.2).
+def style_affine_weights(variables: dict) -> list[np.ndarray]:
+  """The style affine weights `[w_dim, C_l]` SeFa factorizes, indexed by the ws row they read
+  (REFERENCE.md §11.2): row l < num_ws - 1 is read by the synthesis convolution l (REFERENCE.md
+  §1.6), the last row by the last block's ToRGB alone. (The other ToRGBs read the row of the next
+  block's conv0 and are left out, as SeFa's code leaves them out.)
 
   Raises:
     ValueError: the network has no StyleGAN2 synthesis affines (configs A-D).
@@ -83,14 +84,18 @@ def conv_affine_weights(variables: dict) -> list[np.ndarray]:
   if not found:
     raise ValueError('SeFa needs the style affines of a StyleGAN2 synthesis network '
                      '(synthesis/b*/conv*/affine); this network has none')
-  return [np.asarray(weight, np.float64) for _, weight in sorted(found, key=lambda f: f[0])]
+  last = f'b{max(res for (res, _), _ in found)}'
+  weights = [weight for _, weight in sorted(found, key=lambda f: f[0])]
+  weights.append(synthesis[last]['torgb']['affine']['weight'])
+  return [np.asarray(weight, np.float64) for weight in weights]
 
 
 def sefa(variables: dict, layers: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-  """SeFa's directions for the convolutions that read the ws rows `layers`.
+  """SeFa's directions for the ws rows `layers`.
 
-  1. Take each chosen layer's affine weight as `[w_dim, C_l]` (sg2jax stores dense kernels
-     `[in, out]`: no transpose) and concatenate them into `A [w_dim, sum C_l]`.
+  1. Take the style affine weight that reads each chosen row (`style_affine_weights`) as
+     `[w_dim, C_l]` (sg2jax stores dense kernels `[in, out]`: no transpose) and concatenate them
+     into `A [w_dim, sum C_l]`.
   2. Divide every column by its norm (each style channel's weight vector gets unit length; this
      also removes the equalized-lr gain, a constant).
   3. Eigen-decompose `A A^T [w_dim, w_dim]` and sort by decreasing eigenvalue.
@@ -99,12 +104,12 @@ def sefa(variables: dict, layers: Sequence[int]) -> tuple[np.ndarray, np.ndarray
     (directions `[w_dim, w_dim]`, row k the k-th unit direction; eigenvalues `[w_dim]`).
 
   Raises:
-    ValueError: no convolution reads any row in `layers`.
+    ValueError: `layers` holds no row of this network.
   """
-  weights = conv_affine_weights(variables)
+  weights = style_affine_weights(variables)
   chosen = sorted({int(l) for l in layers if 0 <= int(l) < len(weights)})
   if not chosen:
-    raise ValueError(f'no convolution reads ws layers {list(layers)}; SeFa takes layers '
+    raise ValueError(f'ws layers {list(layers)} do not exist; SeFa takes layers '
                      f'0-{len(weights) - 1} of this network')
   a = np.concatenate([weights[l] for l in chosen], axis=1)  # [w_dim, sum C]
   a = a / np.linalg.norm(a, axis=0, keepdims=True)

@@ -3,7 +3,7 @@ one compiled program per view (REFERENCE.md §11.1).
 
 Everything a control changes (the latent position, psi, cutoff, noise mode and seed, style
 mixing, direction offsets, the channel shown) is a traced argument, so moving a control never
-compiles anything; the view (the image, a half-resolution preview, or one intermediate layer shown
+compiles anything; the view (the image, a lower-resolution preview, or one intermediate layer shown
 as a channel grid, one channel or RGB) is static, and its program is compiled on first use and
 kept.
 
@@ -75,7 +75,7 @@ class Controls:
   layer_mode: str = 'grid'
   channel: int = 0
   normalize: bool = True
-  preview: bool = False
+  preview: int = 0  # 0: the full image; else the resolution of a preview
 
 
 def neighbour_seeds(x: float, y: float) -> list[tuple[int, float]]:
@@ -169,6 +169,18 @@ def _layer_list(query: dict, key: str, num_ws: int) -> Optional[tuple[int, ...]]
   return layers
 
 
+def _preview(query: dict, explorer: 'Explorer') -> int:
+  """`preview`: 0 or absent (the full image), 1 (the default preview resolution) or one of the
+  preview resolutions."""
+  value = _number(query, 'preview', 0, 0, explorer.generator.img_resolution, int)
+  if value == 1:
+    return explorer.default_preview
+  if value and value not in explorer.preview_resolutions:
+    raise ValueError(f'preview={value} is not a preview resolution of this network '
+                     f'(one of {explorer.preview_resolutions or "none"})')
+  return value
+
+
 def controls_from_query(query: dict[str, str], explorer: 'Explorer') -> Controls:
   """`Controls` from query parameters (one string each), every value checked and bounded.
 
@@ -229,7 +241,7 @@ def controls_from_query(query: dict[str, str], explorer: 'Explorer') -> Controls
       projected=projected, layer=layer, layer_mode=mode,
       channel=_number(query, 'channel', 0, 0, channels - 1, int),
       normalize=_flag(query, 'normalize') if 'normalize' in query else True,
-      preview=_flag(query, 'preview'))
+      preview=_preview(query, explorer))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -240,7 +252,7 @@ class View(NamedTuple):
   shown as `mode`."""
   layer: Optional[str]
   mode: str = 'grid'
-  preview: bool = False
+  preview: int = 0  # a preview's resolution, 0 for the full image
 
 
 def _module_path(layer: str) -> tuple[str, ...]:
@@ -314,7 +326,7 @@ def make_program(generator: Generator, view: View):
     if view.layer is None and not view.preview:
       image = generator.apply(variables, ws, noise_mode, noise, method='synthesize')
       return image[0], jnp.zeros(6)
-    target = _module_path(view.layer or f'b{generator.img_resolution // 2}:img')
+    target = _module_path(view.layer or f'b{view.preview}:img')
     _, state = generator.apply(
         variables, ws, noise_mode, noise, method='synthesize', mutable=['intermediates'],
         capture_intermediates=lambda module, method: (method == '__call__'
@@ -325,7 +337,7 @@ def make_program(generator: Generator, view: View):
     out = node['__call__'][0]
     if isinstance(out, tuple):  # a block: (features, image)
       out = out[1] if (view.layer or ':img').endswith(':img') else out[0]
-    if view.layer is None:  # the preview: the skip image of the block before the last
+    if view.layer is None:  # the preview: the skip image of block `view.preview`
       return out[0], jnp.zeros(6)
     return _show_layer(out[0].astype(jnp.float32), view.mode, inputs['channel'],
                        inputs['normalize'])
@@ -414,17 +426,29 @@ class Explorer:
     return files
 
   @property
-  def can_preview(self) -> bool:
-    """A half-resolution preview exists for skip generators (their image is built up block by
-    block; the preview is the image before the last block's)."""
-    return self.generator.architecture == 'skip' and self.generator.img_resolution >= 8
+  def preview_resolutions(self) -> list[int]:
+    """Previews of skip generators (their image is built up block by block): the image so far
+    at block R/2, R/4, ... down to 8 (the programs skip every later block); none for others."""
+    if self.generator.architecture != 'skip':
+      return []
+    return [r for r in (2 ** k for k in range(3, 11)) if r < self.generator.img_resolution][::-1]
+
+  @property
+  def default_preview(self) -> int:
+    """R/4 from 128 up (at 256, the blocks after 64x64 are two thirds of config F's arithmetic),
+    else R/2; 0 without previews."""
+    options = self.preview_resolutions
+    if not options:
+      return 0
+    return options[1] if self.generator.img_resolution >= 128 and len(options) > 1 else options[0]
 
   def info(self) -> dict:
     g = self.generator
     return dict(
         network=Path(self.network).name, resolution=g.img_resolution,
         architecture=g.architecture, z_dim=g.z_dim, w_dim=g.w_dim, c_dim=g.c_dim,
-        num_ws=g.num_ws, has_noise=bool(g.use_noise), preview=self.can_preview,
+        num_ws=g.num_ws, has_noise=bool(g.use_noise),
+        preview_resolutions=self.preview_resolutions, default_preview=self.default_preview,
         layers=[[name, list(shape)] for name, shape in self.layers.items()],
         projected=list(self.projected_files), seed_row=SEED_ROW,
         psi_range=list(PSI_RANGE), max_strength=MAX_STRENGTH, max_directions=MAX_DIRECTIONS,
@@ -469,7 +493,7 @@ class Explorer:
   def view(self, controls: Controls) -> View:
     if controls.layer is not None:
       return View(controls.layer, controls.layer_mode)
-    return View(None, preview=controls.preview and self.can_preview)
+    return View(None, preview=controls.preview)
 
   def render(self, controls: Controls) -> Rendered:
     """The image (or layer view) for `controls`. Renders one at a time (the programs use every

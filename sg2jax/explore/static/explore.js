@@ -42,7 +42,7 @@ function query(preview) {
     p.set('mode', $('mode').value);
     if ($('mode').value === 'channel') p.set('channel', $('channel').value || '0');
     p.set('normalize', $('normalize').checked ? '1' : '0');
-  } else if (preview) p.set('preview', '1');
+  } else if (preview) p.set('preview', $('preview-res').value);
   return p;
 }
 
@@ -63,7 +63,7 @@ async function send() {
   pending = false;
   inFlight = true;
   const live = dragging || $('anim').checked;
-  const preview = live && $('preview').checked && info.preview && !$('layer').value;
+  const preview = live && $('preview').checked && info.default_preview > 0 && !$('layer').value;
   const params = query(preview);
   const shown = params.toString();
   params.set('live', '1');
@@ -152,6 +152,9 @@ function buildControls() {
       $('projected').appendChild(option);
     }
   }
+  for (const res of info.preview_resolutions) $('preview-res').add(new Option(`${res}x${res}`, String(res)));
+  $('preview-res').value = String(info.default_preview);
+  if (!info.default_preview) $('preview-row').hidden = true;
   if (info.c_dim) {
     $('class-row').hidden = false;
     for (let c = 0; c < info.c_dim; c++) $('class').add(new Option(String(c), String(c)));
