@@ -16,6 +16,7 @@ first frame of a view compiles it (`compile_s`); the median of the next `--frame
 """
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -84,8 +85,11 @@ def benchmark(name: str, frames: int) -> list[dict]:
         'shape': list(rendered.image.shape), 'frames': frames,
         'ms_per_frame': round(statistics.median(times), 1),
         'with_png_ms_per_frame': round(statistics.median(total_times), 1),
-        'compile_s': round(compile_s, 1), 'modconv': 'fused' if generator.fused_modconv else
-        'unfused', 'device': jax.devices()[0].device_kind, 'platform': jax.devices()[0].platform})
+        'compile_s': round(compile_s, 1),
+        # Other jobs share this machine's cores: the 1-minute load average when the view finished.
+        'load_average_1min': round(os.getloadavg()[0], 2),
+        'modconv': 'fused' if generator.fused_modconv else 'unfused',
+        'device': jax.devices()[0].device_kind, 'platform': jax.devices()[0].platform})
   return rows
 
 
