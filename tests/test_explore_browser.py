@@ -156,3 +156,39 @@ def test_layer_view_capture_and_a_bad_request(page):
       const done = arguments[arguments.length - 1];
       fetch('/image.png?psi=9').then(async (r) => done([r.status, await r.text()]));''')
   assert (status, text) == (400, 'error: psi=9 is outside [-1, 2]\n')
+
+
+SCREENSHOTS = os.environ.get('SG2JAX_EXPLORE_SCREENSHOTS')
+
+
+@pytest.mark.skipif(not SCREENSHOTS, reason='makes the README screenshots: set '
+                                            'SG2JAX_EXPLORE_SCREENSHOTS=docs/images')
+def test_readme_screenshots(page):
+  """docs/images/explore.png (seed 5, psi 0.7, rows 0-1 from seed 9, SeFa component 0 at 2.5
+  on rows 0-5) and explore_layers.png (the same, showing b16.conv0's channels)."""
+  driver, base = page
+  driver.find_element(By.ID, 'reset').click()
+  for element, value in (('seed', '5'), ('mix-seed', '9'), ('dir-to', '5')):
+    driver.find_element(By.ID, element).clear()
+    driver.find_element(By.ID, element).send_keys(value, Keys.TAB)
+  driver.execute_script('''
+      const psi = document.getElementById('psi'); psi.value = '0.7';
+      psi.dispatchEvent(new Event('input'));
+      for (const id of ['mix-0', 'mix-1']) {
+        const box = document.getElementById(id); if (!box.checked) box.click(); }
+      const slider = document.getElementById('dir-0'); slider.value = '2.5';
+      slider.dispatchEvent(new Event('input'));''')
+  query = ('x=5&y=0&psi=0.7&noise=const&mix_seed=9&mix=0%2C1&direction=sefa%3A0&strength=2.5'
+           '&direction_layers=0-5')
+  shown(driver, query, base)
+  driver.find_element(By.ID, 'capture').click()
+  WebDriverWait(driver, TIMEOUT).until(lambda d: d.find_element(By.ID, 'command').text.strip())
+  os.makedirs(SCREENSHOTS, exist_ok=True)
+  for name, layer in (('explore.png', ''), ('explore_layers.png', 'b16.conv0')):
+    Select(driver.find_element(By.ID, 'layer')).select_by_value(layer)
+    shown(driver, query + (f'&layer={layer}&mode=grid&normalize=1' if layer else ''), base)
+    path = os.path.join(SCREENSHOTS, name)
+    driver.find_element(By.TAG_NAME, 'main').screenshot(path)
+    image = Image.open(path).convert('RGB')
+    image = image.resize((image.width * 2 // 3, image.height * 2 // 3), Image.LANCZOS)
+    image.quantize(colors=64).save(path, optimize=True)  # small: the page has few colours

@@ -35,6 +35,8 @@ TINY_TRAINING = (
 NOT_RUN = {
     r'^pip install': 'the install; .ci/run does it',
     r'^pytest$': 'this test suite',
+    r'^python -m sg2jax\.explore': 'a server that runs until stopped (tests/test_explore.py and '
+                                   'tests/test_explore_browser.py run it)',
     r'^git clone|^python3 -m venv': "installs the official code for benchmarks (not sg2jax's)",
     r'^python benchmarks/': 'a benchmark (hours, or needs the official code); its output is in '
                             'the README',
