@@ -30,27 +30,18 @@ NETWORKS = ('demo', 'f256')
 
 
 def build(name: str):
-  """(generator, variables with N(0, 1) values, affine biases 1), without running the network's
-  initializer (its compile alone takes longer than the benchmark)."""
-  import jax
-  import numpy as np
+  """(generator, random weights: `networks.weights.random_variables`, since the network's
+  initializer would take longer to compile than the benchmark takes)."""
   from experiments import demo
   from sg2jax.networks.generator import Generator
-  from sg2jax.networks.weights import abstract_variables
+  from sg2jax.networks.weights import random_variables
   from sg2jax.train.build import build_networks
   if name == 'demo':
     config = demo.get_config()
     generator = build_networks(config, config.resolution, 3, 0)[0]
   else:
     generator = Generator(img_resolution=256)
-  rng = np.random.default_rng(0)
-
-  def leaf(path, x):
-    if path[-1].key == 'bias' and path[-2].key == 'affine':
-      return np.ones(x.shape, np.float32)
-    return rng.normal(size=x.shape).astype(np.float32)
-
-  return generator, jax.tree_util.tree_map_with_path(leaf, abstract_variables(generator))
+  return generator, random_variables(generator)
 
 
 def benchmark(name: str, frames: int) -> list[dict]:

@@ -45,24 +45,15 @@ jax.config.update('jax_threefry_partitionable', True)
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from sg2jax.networks.weights import abstract_variables  # noqa: E402
+from sg2jax.networks import weights  # noqa: E402
 
 
 @pytest.fixture(scope='session')
 def random_variables():
-  """`make(network, seed)`: variables with N(0, 1) values in the network's tree (affine biases 1).
-
-  Built from `jax.eval_shape` and numpy, so tests that only need *some* weights skip compiling the
-  network's initializer (the threefry draws dominate CPU compile time).
-  """
-  def make(network, seed=0):
-    rng = np.random.default_rng(seed)
-    def leaf(path, x):
-      if path[-1].key == 'bias' and path[-2].key == 'affine':
-        return np.ones(x.shape, np.float32)
-      return rng.normal(size=x.shape).astype(np.float32)
-    return jax.tree_util.tree_map_with_path(leaf, abstract_variables(network))
-  return make
+  """`make(network, seed)`: variables with N(0, 1) values in the network's tree (affine biases 1),
+  `sg2jax.networks.weights.random_variables`: tests that only need *some* weights skip compiling
+  the network's initializer."""
+  return weights.random_variables
 
 
 @pytest.fixture

@@ -80,6 +80,20 @@ def abstract_variables(network: nn.Module) -> dict:
   return jax.eval_shape(lambda key: init_variables(network, key), jax.random.key(0))
 
 
+def random_variables(network: nn.Module, seed: int = 0) -> dict:
+  """Variables in the network's tree with N(0, 1) values (style affine biases 1, as initialized),
+  drawn with numpy: weights for tests and benchmarks that need *some* values, without compiling
+  the network's initializer (its threefry draws dominate compile time on CPU)."""
+  rng = np.random.default_rng(seed)
+
+  def leaf(path, x):
+    if path[-1].key == 'bias' and path[-2].key == 'affine':
+      return np.ones(x.shape, np.float32)
+    return rng.normal(size=x.shape).astype(np.float32)
+
+  return jax.tree_util.tree_map_with_path(leaf, abstract_variables(network))
+
+
 def count_params(variables: dict, collection: str = 'params') -> int:
   """Number of scalars in one collection (trainable parameters by default)."""
   return int(sum(np.prod(x.shape) for x in jax.tree.leaves(variables.get(collection, {}))))

@@ -231,14 +231,22 @@ def cached_ganspace(generator: nn.Module, variables: dict, network: str | Path,
 # ----------------------------------------------------------------------------------------------
 # Edits.
 
+def check_directions(directions: Sequence[Direction], strengths: Sequence[float]) -> None:
+  """Raises ValueError unless there is one strength per direction, and at most
+  `MAX_DIRECTIONS`."""
+  if len(directions) > MAX_DIRECTIONS:
+    raise ValueError(f'{len(directions)} directions; at most {MAX_DIRECTIONS} at once')
+  if len(directions) != len(strengths):
+    raise ValueError(f'{len(directions)} directions but {len(strengths)} strengths; give one '
+                     f'strength per direction')
+
+
 def layer_offsets(vectors: np.ndarray, strengths: Sequence[float], layers: Sequence[int],
                   num_ws: int) -> np.ndarray:
   """`[num_ws, w_dim]` to add to ws: `sum_k strengths[k] * vectors[k]` (vectors `[K, w_dim]`) on
   the rows in `layers`, zero on the others."""
-  vectors = np.asarray(vectors, np.float64)
-  if vectors.ndim != 2 or len(vectors) != len(strengths):
-    raise ValueError(f'{len(vectors)} directions but {len(strengths)} strengths; pass one '
-                     f'--strength per --direction')
+  vectors = np.asarray(vectors, np.float64).reshape(len(vectors), -1)
+  check_directions(vectors, strengths)
   bad = [l for l in layers if not 0 <= l < num_ws]
   if bad:
     raise ValueError(f'direction layers {bad} do not exist: this network has ws layers '
@@ -298,11 +306,7 @@ class Directions:
   def offsets(self, directions: Sequence[Direction], strengths: Sequence[float],
               layers: Sequence[int], class_idx: Optional[int] = None) -> np.ndarray:
     """`[num_ws, w_dim]` to add to ws (`layer_offsets`)."""
-    if len(directions) > MAX_DIRECTIONS:
-      raise ValueError(f'{len(directions)} directions; at most {MAX_DIRECTIONS} at once')
-    if len(directions) != len(strengths):
-      raise ValueError(f'{len(directions)} directions but {len(strengths)} strengths; pass one '
-                       f'--strength per --direction')
+    check_directions(directions, strengths)
     if not directions:
       return np.zeros((self.generator.num_ws, self.generator.w_dim), np.float32)
     return layer_offsets(self.vectors(directions, layers, class_idx), strengths, layers,

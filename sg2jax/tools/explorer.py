@@ -34,7 +34,7 @@ from sg2jax.networks.generator import Generator
 from sg2jax.networks.synthesis import NOISE_MODES
 from sg2jax.tools.directions import (DEFAULT_GANSPACE_SAMPLES, MAX_DIRECTIONS,
                                      MAX_GANSPACE_SAMPLES, Direction, Directions,
-                                     format_direction, parse_direction)
+                                     check_directions, format_direction, parse_direction)
 from sg2jax.tools.figures import load_projected_ws
 from sg2jax.tools.sampling import class_labels, map_seeds, parse_range, z_from_seed
 
@@ -212,11 +212,7 @@ def controls_from_query(query: dict[str, str], explorer: 'Explorer') -> Controls
   directions = tuple(parse_direction(d) for d in query.get('direction', '').split(',') if d)
   strengths = tuple(float(_number({'strength': s}, 'strength', 0.0, -MAX_STRENGTH, MAX_STRENGTH))
                     for s in query.get('strength', '').split(',') if s)
-  if len(directions) > MAX_DIRECTIONS:
-    raise ValueError(f'{len(directions)} directions; at most {MAX_DIRECTIONS}')
-  if len(directions) != len(strengths):
-    raise ValueError(f'{len(directions)} directions but {len(strengths)} strengths; give one '
-                     f'strength per direction')
+  check_directions(directions, strengths)
   layer = query.get('layer') or None
   if layer is not None and layer not in explorer.layers:
     raise ValueError(f'layer={layer!r} is not a layer of this network (see /api/info)')
