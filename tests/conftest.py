@@ -144,7 +144,11 @@ def explore_server(tmp_path_factory):
   Yields `(server, base_url)`; shared by the explorer's tests, so each view compiles once."""
   import shutil
   import threading
+  from sg2jax.cli import configure_jax
   from sg2jax.explore.server import make_server
+  # As `python -m sg2jax.explore` (and `generate`, which tests call in-process) sets it: jit
+  # caches depend on the matmul precision, so a later change would compile every view again.
+  configure_jax('highest')
   from goldens import DATA
   root = tmp_path_factory.mktemp('explore')
   network = root / 'net.pkl'

@@ -2,6 +2,7 @@
 them, layer views, bounded requests, and stale live requests dropped (the page itself:
 tests/test_explore_browser.py)."""
 
+import dataclasses
 import http.client
 import io
 import json
@@ -14,12 +15,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from goldens import golden_network
 from pixels import assert_same_image
 from sg2jax import generate
 from sg2jax.explore import __main__ as explore_cli
-from sg2jax.tools.explorer import (Controls, controls_from_query, format_range, neighbour_seeds,
-                                   position_seed)
-from sg2jax.tools.sampling import map_seeds
+from sg2jax.images import to_uint8
+from sg2jax.networks.stylegan1 import StyleGenerator
+from sg2jax.tools import directions as dirs
+from sg2jax.tools.explorer import (Controls, Explorer, controls_from_query, format_range,
+                                   neighbour_seeds, position_seed)
+from sg2jax.tools.sampling import generate_images, map_seeds, with_modconv
 
 
 def get(base, path, headers=None):
@@ -209,3 +214,40 @@ def test_controls_from_query_bounds(explore_server):
     controls_from_query({'cutoff': '9'}, explorer)
   with pytest.raises(ValueError, match='direction_layers is empty'):
     controls_from_query({'direction_layers': ''}, explorer)
+
+
+def test_moving_controls_never_compiles_again(explore_server):
+  """One program per view: positions, psi, cutoff, noise, mixing, directions and channels are
+  traced arguments."""
+  explorer = explore_server[0].explorer
+  image_view = explorer.view(Controls())
+  for controls in (Controls(x=1.5, y=2.25, psi=0.5), Controls(x=7, cutoff=3, noise_mode='random',
+                                                              noise_seed=4),
+                   Controls(mix_seed=3, mix_layers=(0, 5), noise_mode='none'),
+                   Controls(directions=(dirs.parse_direction('sefa:1'),), strengths=(1.5,),
+                            direction_layers=(2, 3))):
+    explorer.render(controls)
+  assert explorer._programs[image_view]._cache_size() == 1
+  layer = Controls(layer='b8.conv1', layer_mode='channel')
+  for channel in (0, 5, 31):
+    explorer.render(dataclasses.replace(layer, channel=channel, normalize=channel != 5))
+  assert explorer._programs[explorer.view(layer)]._cache_size() == 1
+
+
+def test_a_conditional_network_renders_the_chosen_class(tmp_path):
+  g, variables = golden_network('cond_G_skip', 'cond_G_skip_params.npz')
+  g = with_modconv(g)
+  explorer = Explorer(g, variables, tmp_path / 'cond')
+  assert explorer.info()['c_dim'] == 4
+  assert controls_from_query({}, explorer).class_idx == 0
+  controls = controls_from_query({'seed': '1', 'class': '2', 'psi': '0.8'}, explorer)
+  expected = to_uint8(generate_images(g, variables, [1], 0.8, class_idx=2, batch_size=1))[0]
+  assert_same_image(explorer.render(controls).image, expected, 'explore class 2')
+  assert '--seeds 1 --trunc 0.8 --noise-mode const --class 2' in explorer.command(controls)[0]
+  with pytest.raises(ValueError, match=r'class=4 is outside \[0, 3\]'):
+    controls_from_query({'class': '4'}, explorer)
+
+
+def test_the_explorer_takes_stylegan2_generators_only(tmp_path):
+  with pytest.raises(ValueError, match='takes StyleGAN2 generators .* a StyleGenerator'):
+    Explorer(StyleGenerator(img_resolution=8, z_dim=8, w_dim=8), {}, tmp_path / 'a')

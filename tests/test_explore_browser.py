@@ -131,6 +131,15 @@ def test_dragging_the_latent_ends_on_the_full_image_of_the_new_position(page):
                                       noise='const'))
   shows_endpoint_image(driver, base, query)
 
+  # Animation walks along x at `speed` seeds per second; stopping it draws the full image there.
+  driver.find_element(By.ID, 'anim').click()
+  WebDriverWait(driver, TIMEOUT).until(
+      lambda d: d.execute_script('return state.x') > x + 0.2, 'the animation did not move')
+  driver.find_element(By.ID, 'anim').click()
+  x = driver.execute_script('return state.x')
+  shows_endpoint_image(driver, base, urllib.parse.urlencode(
+      dict(x=format_number(x), y=format_number(y), psi='0.7', noise='const')))
+
 
 def test_layer_view_capture_and_a_bad_request(page):
   driver, base = page

@@ -11,7 +11,7 @@ const clientId = Math.random().toString(36).slice(2, 12);
 let info = null;
 const state = { x: 0, y: 0, strengths: new Array(SLIDERS).fill(0) };
 let inFlight = false, pending = false, dragging = false, shownPreview = false;
-let objectUrl = null, lastFrame = null;
+let objectUrl = null, lastFrame = null, animating = false;
 
 function round4(v) { return Math.round(v * 1e4) / 1e4; }
 
@@ -107,15 +107,17 @@ function moveLatent(dx, dy) {
   requestRender();
 }
 
+// One animation loop at a time; it ends itself (drawing the full image) once 'animate' is off.
 function animate(now) {
-  if ($('anim').checked) {
-    if (lastFrame !== null) moveLatent((now - lastFrame) / 1000 * Number($('speed').value), 0);
-    lastFrame = now;
-    requestAnimationFrame(animate);
-  } else {
+  if (!$('anim').checked) {
+    animating = false;
     lastFrame = null;
     requestRender();
+    return;
   }
+  if (lastFrame !== null) moveLatent((now - lastFrame) / 1000 * Number($('speed').value), 0);
+  lastFrame = now;
+  requestAnimationFrame(animate);
 }
 
 function buildControls() {
@@ -180,7 +182,9 @@ function wire() {
     const moves = { ArrowLeft: [-step, 0], ArrowRight: [step, 0], ArrowUp: [0, -step], ArrowDown: [0, step] };
     if (moves[e.key]) { e.preventDefault(); moveLatent(...moves[e.key]); }
   });
-  $('anim').addEventListener('change', () => requestAnimationFrame(animate));
+  $('anim').addEventListener('change', () => {
+    if ($('anim').checked && !animating) { animating = true; requestAnimationFrame(animate); }
+  });
   $('snap').addEventListener('click', () => {
     state.x = Math.round(state.x); state.y = Math.round(state.y); showLatent(); requestRender();
   });
