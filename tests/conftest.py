@@ -157,7 +157,8 @@ def explore_server(tmp_path_factory):
   projected.mkdir(parents=True)
   w = np.random.RandomState(1).randn(1, 8, 32).astype(np.float32) * 0.5
   np.savez(projected / 'projected_w.npz', w=w)
-  server = make_server(str(network), '127.0.0.1', 0, str(root / 'projected'))
+  server = make_server(str(network), '127.0.0.1', 0, str(root / 'projected'),
+                       ganspace_samples=64)
   thread = threading.Thread(target=server.serve_forever, daemon=True)
   thread.start()
   yield server, f'http://127.0.0.1:{server.server_address[1]}'

@@ -69,7 +69,7 @@ def test_capture_commands_reproduce_edited_images(explore_server, tmp_path):
   server, base = explore_server
   queries = {
       'edited': ('x=3.25&y=0.5&psi=0.8&cutoff=5&noise=random&noise_seed=7&mix_seed=9&mix=0-2'
-                 '&direction=sefa:0,ganspace:1&strength=2.5,-1&direction_layers=1-5&samples=64'),
+                 '&direction=sefa:0,ganspace:1&strength=2.5,-1&direction_layers=1-5'),
       'projected': 'projected=shape0/projected_w.npz&noise=none&direction=sefa:2&strength=3',
   }
   for name, query in queries.items():

@@ -30,6 +30,7 @@ def is_loopback(host: str) -> bool:
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+  from sg2jax.tools.directions import DEFAULT_GANSPACE_SAMPLES
   p = argparse.ArgumentParser(prog='python -m sg2jax.explore', description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('--network', required=True,
@@ -40,6 +41,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                  help=f'address to listen on (default {LOOPBACK}: this machine only)')
   p.add_argument('--projected-dir', default=None, metavar='DIR',
                  help='folder of projected_w.npz files (from sg2jax.project) the page may show')
+  p.add_argument('--ganspace-samples', type=int, default=DEFAULT_GANSPACE_SAMPLES, metavar='N',
+                 help=f'mapped ws the GANSpace directions are the PCA of (default '
+                      f'{DEFAULT_GANSPACE_SAMPLES}; computed on first use and cached beside the '
+                      f'network)')
   p.add_argument('--precision', choices=('highest', 'default'), default='highest',
                  help='float32 conv precision on GPU/TPU (highest = the images generate writes)')
   p.add_argument('--modconv', choices=('auto', 'fused', 'unfused'), default='auto',
@@ -57,7 +62,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   if not is_loopback(args.host):
     print(f'warning: listening on {args.host}: anyone who can reach this address and port can '
           f'use the explorer and make this machine compute', file=sys.stderr)
-  server = make_server(args.network, args.host, args.port, args.projected_dir, args.modconv)
+  server = make_server(args.network, args.host, args.port, args.projected_dir, args.modconv,
+                       args.ganspace_samples)
   host, port = server.server_address[:2]
   print(f'{server.generator_name} of {args.network}: http://{host}:{port}/ (Ctrl-C stops)',
         flush=True)

@@ -36,6 +36,7 @@ from typing import Optional
 
 from PIL import Image
 
+from sg2jax.tools.directions import DEFAULT_GANSPACE_SAMPLES
 from sg2jax.tools.explorer import Explorer, controls_from_query
 
 MAX_URL_LENGTH = 4096
@@ -217,7 +218,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 
 def make_server(network: str, host: str = '127.0.0.1', port: int = 8000,
-                projected_dir: Optional[str] = None, modconv: str = 'auto') -> ExploreServer:
+                projected_dir: Optional[str] = None, modconv: str = 'auto',
+                ganspace_samples: int = DEFAULT_GANSPACE_SAMPLES) -> ExploreServer:
   """Loads `network` (as `sg2jax.generate` does) and returns a server bound to `host:port`
   (port 0: a free one), not yet serving."""
   from sg2jax.checkpoint import load_networks, select_generator
@@ -225,5 +227,5 @@ def make_server(network: str, host: str = '127.0.0.1', port: int = 8000,
   from sg2jax.tools.sampling import with_modconv
   name, net = select_generator(load_networks(network), network)
   generator = with_modconv(build_network(net.config), modconv)
-  explorer = Explorer(generator, net.variables, network, projected_dir)
+  explorer = Explorer(generator, net.variables, network, projected_dir, ganspace_samples)
   return ExploreServer((host, port), explorer, str(network), name)

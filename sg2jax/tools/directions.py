@@ -27,7 +27,7 @@ from sg2jax.tools.sampling import map_latents
 METHODS = ('sefa', 'ganspace')
 MAX_DIRECTIONS = 16
 DEFAULT_GANSPACE_SAMPLES = 100_000
-MAX_GANSPACE_SAMPLES = 10_000_000
+MAX_GANSPACE_SAMPLES = 10_000_000  # 10M mapped ws: minutes on a CPU
 GANSPACE_SEED = 0
 GANSPACE_CHUNK = 10_000  # latents mapped per compiled call (one shape, the last chunk padded)
 _AFFINE_PATH = re.compile(r'b(\d+)/conv([01])/affine$')

@@ -129,7 +129,7 @@ def format_number(value: float) -> str:
 # Reading controls from a request (strings), bounded.
 
 QUERY_KEYS = ('seed', 'x', 'y', 'psi', 'cutoff', 'noise', 'noise_seed', 'class', 'mix_seed',
-              'mix', 'direction', 'strength', 'direction_layers', 'samples', 'projected', 'layer',
+              'mix', 'direction', 'strength', 'direction_layers', 'projected', 'layer',
               'mode', 'channel', 'normalize', 'preview', 'live', 'client')
 MAX_VALUE_LENGTH = 512
 
@@ -232,8 +232,7 @@ def controls_from_query(query: dict[str, str], explorer: 'Explorer') -> Controls
       noise_mode=noise_mode, noise_seed=_number(query, 'noise_seed', 0, 0, SEED_MODULUS - 1, int),
       class_idx=class_idx, mix_seed=mix_seed, mix_layers=mix_layers, directions=directions,
       strengths=strengths, direction_layers=_layer_list(query, 'direction_layers', g.num_ws),
-      ganspace_samples=_number(query, 'samples', DEFAULT_GANSPACE_SAMPLES, 2,
-                               MAX_GANSPACE_SAMPLES, int),
+      ganspace_samples=explorer.ganspace_samples,
       projected=projected, layer=layer, layer_mode=mode,
       channel=_number(query, 'channel', 0, 0, channels - 1, int),
       normalize=_flag(query, 'normalize') if 'normalize' in query else True,
@@ -391,15 +390,22 @@ class Explorer:
     network: the path it was loaded from (GANSpace caches go beside it, and capture commands
       name it).
     projected_dir: a folder whose `*.npz` files (projected ws) may be chosen, by name.
+    ganspace_samples: N of GANSpace (fixed for the server: each N is computed and cached once,
+      so requests cannot make it compute or write without end).
   """
 
   def __init__(self, generator: nn.Module, variables: dict, network: str | Path,
-               projected_dir: Optional[str | Path] = None):
+               projected_dir: Optional[str | Path] = None,
+               ganspace_samples: int = DEFAULT_GANSPACE_SAMPLES):
     if not isinstance(generator, Generator):
       raise ValueError(f'the explorer takes StyleGAN2 generators (configs E/F and the Table 2 '
                        f'variants); this network is a {type(generator).__name__}')
+    if not 2 <= ganspace_samples <= MAX_GANSPACE_SAMPLES:
+      raise ValueError(f'--ganspace-samples {ganspace_samples} is outside '
+                       f'[2, {MAX_GANSPACE_SAMPLES}]')
     self.generator, self.variables, self.network = generator, variables, str(network)
-    self.directions = {}
+    self.ganspace_samples = ganspace_samples
+    self.directions = Directions(generator, variables, network, ganspace_samples)
     self.layers = synthesis_layers(generator, variables)
     self.projected_files = self._find_projected(projected_dir)
     self._programs: dict[View, Any] = {}
@@ -448,13 +454,8 @@ class Explorer:
         layers=[[name, list(shape)] for name, shape in self.layers.items()],
         projected=list(self.projected_files), seed_row=SEED_ROW,
         psi_range=list(PSI_RANGE), max_strength=MAX_STRENGTH, max_directions=MAX_DIRECTIONS,
-        ganspace_samples=DEFAULT_GANSPACE_SAMPLES)
+        ganspace_samples=self.ganspace_samples)
 
-  def direction_source(self, samples: int) -> Directions:
-    if samples not in self.directions:
-      self.directions[samples] = Directions(self.generator, self.variables, self.network,
-                                            samples)
-    return self.directions[samples]
 
   def _inputs(self, controls: Controls) -> dict:
     g = self.generator
@@ -472,7 +473,7 @@ class Explorer:
               else controls.direction_layers)
     # A direction at strength 0 changes nothing: its basis is not even computed.
     edits = [(d, s) for d, s in zip(controls.directions, controls.strengths) if s != 0]
-    offsets = self.direction_source(controls.ganspace_samples).offsets(
+    offsets = self.directions.offsets(
         [d for d, _ in edits], [s for _, s in edits], layers, controls.class_idx)
     return dict(
         zs=zs, mix_z=z_from_seed(mix_seed, g.z_dim)[0], c=c,

@@ -34,7 +34,6 @@ function query(preview) {
     p.set('direction', used.map(([k]) => `${method}:${k}`).join(','));
     p.set('strength', used.map(([, s]) => String(s)).join(','));
     p.set('direction_layers', `${$('dir-from').value}-${$('dir-to').value}`);
-    if (method === 'ganspace') p.set('samples', $('samples').value);
   }
   const layer = $('layer').value;
   if (layer) {
@@ -126,7 +125,7 @@ function buildControls() {
   $('cutoff').value = info.num_ws;
   $('dir-from').max = $('dir-to').max = info.num_ws - 1;
   $('dir-to').value = info.num_ws - 1;
-  $('samples').value = info.ganspace_samples;
+  $('samples').textContent = info.ganspace_samples.toLocaleString('en');
   const mix = $('mix-layers');
   for (let l = 0; l < info.num_ws; l++) {
     const res = 2 ** (Math.floor((l + 1) / 2) + 2);
@@ -209,7 +208,7 @@ function wire() {
   }
   $('dir-reset').addEventListener('click', zeroDirections);
   for (const id of ['projected', 'class', 'noise', 'noise-seed', 'mix-seed', 'dir-from', 'dir-to',
-                    'samples', 'layer', 'mode', 'channel', 'normalize']) {
+                    'layer', 'mode', 'channel', 'normalize']) {
     $(id).addEventListener('change', rerender);
   }
   $('mix-layers').addEventListener('change', rerender);
