@@ -7,6 +7,7 @@ import http.client
 import io
 import json
 import shlex
+import socket
 import threading
 import urllib.parse
 from pathlib import Path
@@ -147,6 +148,25 @@ def test_bad_requests_get_one_line_and_the_server_keeps_serving(explore_server, 
   assert get(base, '/static/explore.css')[0] == 200
 
 
+def test_malformed_http_is_one_line_too(explore_server):
+  _, base = explore_server
+  port = urllib.parse.urlsplit(base).port
+  for request in (b'GARBAGE\r\n\r\n', b'GET /' + b'a' * 70000 + b' HTTP/1.1\r\n\r\n',
+                  b'BREW / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n'):
+    with socket.create_connection(('127.0.0.1', port), timeout=60) as connection:
+      connection.sendall(request)
+      answer = b''
+      while chunk := connection.recv(65536):
+        answer += chunk
+    if answer.startswith(b'HTTP/'):
+      head, _, body = answer.partition(b'\r\n\r\n')
+      assert head.split()[1] in (b'400', b'414', b'501'), head
+    else:  # a request line without a version is HTTP/0.9: the answer has no status line
+      body = answer
+    assert body.startswith(b'error: ') and body.count(b'\n') == 1, body
+  assert get(base, '/static/explore.css')[0] == 200
+
+
 def test_only_loopback_hosts_are_served(explore_server):
   _, base = explore_server
   status, _, body = get(base, '/', headers={'Host': 'attacker.example:8000'})
@@ -186,8 +206,9 @@ def test_controls_and_positions():
 
 def test_the_command_warns_when_it_listens_beyond_this_machine(monkeypatch, capsys):
   from sg2jax.explore import server as server_module
-  assert explore_cli.is_loopback('127.0.0.1') and explore_cli.is_loopback('::1')
-  assert not explore_cli.is_loopback('0.0.0.0') and not explore_cli.is_loopback('example.org')
+  assert server_module.is_loopback('127.0.0.1') and server_module.is_loopback('::1')
+  assert server_module.is_loopback('127.0.0.2') and server_module.is_loopback('localhost')
+  assert not server_module.is_loopback('0.0.0.0') and not server_module.is_loopback('example.org')
 
   class Stub:
     server_address, generator_name = ('0.0.0.0', 1234), 'G_ema'

@@ -114,6 +114,18 @@ def test_page_controls_change_the_image_as_the_endpoint_renders_it(page):
                     '&strength=2.5&direction_layers=0-7')
   assert not np.array_equal(edited, mixed)
 
+  # GANSpace (the server's N, 64 here: computed and cached on first use), component 1 on rows 2-4.
+  Select(driver.find_element(By.ID, 'dir-method')).select_by_value('ganspace')
+  for element, value in (('dir-from', '2'), ('dir-to', '4')):
+    driver.find_element(By.ID, element).clear()
+    driver.find_element(By.ID, element).send_keys(value, Keys.TAB)
+  press(driver.find_element(By.ID, 'dir-1'), Keys.ARROW_LEFT, 15)
+  ganspace = shows_endpoint_image(
+      driver, base, 'x=5&y=0&psi=0.7&noise=const&mix_seed=9&mix=0%2C1&direction=ganspace%3A1'
+                    '&strength=-1.5&direction_layers=2-4')
+  assert not np.array_equal(ganspace, mixed)
+  assert driver.find_element(By.ID, 'samples').text == '64'
+
 
 def test_dragging_the_latent_ends_on_the_full_image_of_the_new_position(page):
   driver, base = page

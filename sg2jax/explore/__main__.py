@@ -11,22 +11,12 @@ files under --projected-dir.
 """
 
 import argparse
-import ipaddress
 import sys
 from typing import Optional, Sequence
 
 from sg2jax.cli import add_debug_flag, configure_jax, run
 
 LOOPBACK = '127.0.0.1'
-
-
-def is_loopback(host: str) -> bool:
-  if host == 'localhost':
-    return True
-  try:
-    return ipaddress.ip_address(host).is_loopback
-  except ValueError:
-    return False
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -58,7 +48,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   if not 0 <= args.port < 65536:
     raise ValueError(f'--port {args.port} is not a port number (0-65535)')
   configure_jax(args.precision)
-  from sg2jax.explore.server import make_server
+  from sg2jax.explore.server import is_loopback, make_server
   if not is_loopback(args.host):
     print(f'warning: listening on {args.host}: anyone who can reach this address and port can '
           f'use the explorer and make this machine compute', file=sys.stderr)

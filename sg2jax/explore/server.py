@@ -22,9 +22,11 @@ ones; a request that waited for the renderer while a newer one arrived is answer
 rendering, so the server always works on the newest position.
 """
 
+import http
 import http.server
 import importlib.resources
 import io
+import ipaddress
 import json
 import re
 import sys
@@ -44,7 +46,6 @@ MAX_FIELDS = 32
 MAX_CLIENTS = 64
 STATIC_TYPES = {'.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8',
                 '.css': 'text/css; charset=utf-8'}
-LOOPBACK_HOSTS = ('127.0.0.1', 'localhost', '[::1]')
 _CLIENT_ID = re.compile(r'[A-Za-z0-9_-]{1,32}')
 
 
@@ -83,6 +84,16 @@ def parse_query(query: str) -> dict[str, str]:
   return out
 
 
+def is_loopback(host: str) -> bool:
+  """Whether `host` (a name or address) is this machine only."""
+  if host == 'localhost':
+    return True
+  try:
+    return ipaddress.ip_address(host).is_loopback
+  except ValueError:
+    return False
+
+
 def request_host(header: str) -> str:
   """The host of a Host header: `'127.0.0.1:8000'` -> `'127.0.0.1'`, `'[::1]:80'` -> `'[::1]'`."""
   header = header.strip().lower()
@@ -106,7 +117,7 @@ class ExploreServer(http.server.ThreadingHTTPServer):
   def __init__(self, address, explorer: Explorer, network: str, generator_name: str = 'G'):
     self.explorer, self.network, self.generator_name = explorer, network, generator_name
     self.static = read_static()
-    self.loopback = address[0] in ('127.0.0.1', 'localhost', '::1')
+    self.loopback = is_loopback(address[0])
     self._tickets: dict[str, int] = {}
     self._tickets_lock = threading.Lock()
     self.render_lock = threading.Lock()
@@ -156,7 +167,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
     self.close_connection = True  # its body, if any, is not read
     self._text(405, f'error: method {self.command} is not served; use GET')
 
-  do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _refuse_method
+  do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = _refuse_method
+
+  def send_error(self, code, message=None, explain=None):
+    """The base class's errors (a malformed request line, headers too long, an unknown method)
+    as one line of text, like every other error, instead of an HTML page."""
+    self.close_connection = True
+    try:
+      self._text(code, f'error: {message or http.HTTPStatus(code).phrase}')
+    except (BrokenPipeError, ConnectionResetError):
+      pass
 
   def do_GET(self):  # noqa: N802  (the base class's naming)
     try:
@@ -177,7 +197,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
       raise BadRequest(f'URL longer than {MAX_URL_LENGTH} characters')
     if self.server.loopback:
       host = request_host(self.headers.get('Host', ''))
-      if host not in LOOPBACK_HOSTS:
+      if not is_loopback(host.strip('[]')):
         raise BadRequest(f'host {host!r} is not served; open http://127.0.0.1:PORT/')
     url = urllib.parse.urlsplit(self.path)
     query = parse_query(url.query)
