@@ -167,6 +167,13 @@ def test_malformed_http_is_one_line_too(explore_server):
   assert get(base, '/static/explore.css')[0] == 200
 
 
+def test_a_taken_port_is_one_line(explore_server):
+  from sg2jax.explore.server import make_server
+  server, _ = explore_server
+  with pytest.raises(ValueError, match=r'cannot listen on 127.0.0.1:\d+ .*choose another --port'):
+    make_server(server.network, '127.0.0.1', server.server_address[1])
+
+
 def test_only_loopback_hosts_are_served(explore_server):
   _, base = explore_server
   status, _, body = get(base, '/', headers={'Host': 'attacker.example:8000'})

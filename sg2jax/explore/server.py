@@ -248,4 +248,8 @@ def make_server(network: str, host: str = '127.0.0.1', port: int = 8000,
   name, net = select_generator(load_networks(network), network)
   generator = with_modconv(build_network(net.config), modconv)
   explorer = Explorer(generator, net.variables, network, projected_dir, ganspace_samples)
-  return ExploreServer((host, port), explorer, str(network), name)
+  try:
+    return ExploreServer((host, port), explorer, str(network), name)
+  except OSError as e:  # the port is taken, the address is not this machine's, ...
+    raise ValueError(f'cannot listen on {host}:{port} ({e.strerror or e}); choose another '
+                     f'--port or --host') from None
