@@ -91,19 +91,16 @@ def main():
                  help='demo and/or f256 (default both)')
   p.add_argument('--frames', type=int, default=None,
                  help='timed frames per view (default: 50 for demo, 10 for f256)')
-  p.add_argument('--out', default=str(results.RESULTS / 'explore.jsonl'))
+  p.add_argument('--out', default=str(results.RESULTS / 'explore.jsonl'),
+                 help='results file (the README table explore_frames is made from it)')
   args = p.parse_args()
 
   from sg2jax.cli import configure_jax
   configure_jax('highest')  # as python -m sg2jax.explore
-  record = results.provenance()
+  record = results.Recorder(args.out)
   for name in args.network or NETWORKS:
-    rows = [{**record, **row}
-            for row in benchmark(name, args.frames or {'demo': 50, 'f256': 10}[name])]
-    results.append(args.out, rows)
-    for row in rows:
-      print(f'{row["network"]} {row["view"]} {row["shape"]}: {row["ms_per_frame"]} ms/frame '
-            f'({row["with_png_ms_per_frame"]} with PNG), compile {row["compile_s"]} s', flush=True)
+    for row in benchmark(name, args.frames or {'demo': 50, 'f256': 10}[name]):
+      record(row)
 
 
 if __name__ == '__main__':

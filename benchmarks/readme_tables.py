@@ -187,6 +187,22 @@ def parity_wall() -> str:
   return wall_time_table(results.latest_run(_rows('parity.jsonl')))
 
 
+def explore_frames() -> str:
+  labels = {'demo': 'demo (`experiments/demo.py`, 32x32)',
+            'f256': 'config F, 256x256 (30M parameters)'}
+  rows = {(r['network'], r['view']): r for r in results.latest_run(_rows('explore.jsonl'))}
+  out = []
+  for network, label in labels.items():
+    image, preview = rows.get((network, 'image')), rows.get((network, 'preview'))
+    if image and preview:
+      side = preview['shape'][0]
+      out.append([label, f'{image["ms_per_frame"]:,.1f}',
+                  f'{preview["ms_per_frame"]:,.1f} ({side}x{side})',
+                  f'{max(image["load_average_1min"], preview["load_average_1min"]):.0f}'])
+  return _table(['network', 'full image, ms', 'preview while dragging, ms',
+                 'load average (1 min)'], 'lrrr', out)
+
+
 TABLES: dict[str, tuple[str, Callable[[], str]]] = {
     'training_speed': ('peer_benchmark.jsonl', training_speed),
     'training_minibatch': ('peer_benchmark.jsonl', training_minibatch),
@@ -198,6 +214,7 @@ TABLES: dict[str, tuple[str, Callable[[], str]]] = {
     'finetune_ticks': ('finetune_demo.jsonl', finetune_ticks),
     'parity_end': ('parity.jsonl', parity_end),
     'parity_wall': ('parity.jsonl', parity_wall),
+    'explore_frames': ('explore.jsonl', explore_frames),
 }
 
 
