@@ -1,5 +1,6 @@
 """Explorer frame times: milliseconds per rendered frame, one JSON line per network and view,
-appended to benchmarks/results/explore.jsonl (with command, commit, date and machine).
+appended to benchmarks/results/explore.jsonl (with command, commit, date, machine and run id;
+`benchmarks/readme_tables.py` makes the README's table from the newest run).
 
   python benchmarks/explore_benchmark.py                       # demo and f256
   python benchmarks/explore_benchmark.py --network demo --frames 50
