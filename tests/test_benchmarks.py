@@ -44,3 +44,19 @@ def test_winograd_benchmark_times_layers_at_tiny_size():
     for name in ('forward', 'weight_gradient'):
       assert row[f'{name}_direct_s'] > 0 and row[f'{name}_winograd_s'] > 0
       assert row[f'{name}_ratio'] > 0
+
+
+def test_explore_benchmark_times_both_views_and_the_readme_table_comes_from_its_file(tmp_path):
+  """`benchmarks/explore_benchmark.py` at tiny size (the demo generator, one timed frame per view),
+  in this process; the README's frame-time table is what `readme_tables.py` makes of the
+  committed results file."""
+  sys.path.insert(0, str(BENCHMARKS))
+  import explore_benchmark
+  import readme_tables
+  rows = explore_benchmark.benchmark('demo', frames=1)
+  assert [(r['view'], r['shape']) for r in rows] == [('image', [32, 32, 3]),
+                                                     ('preview', [16, 16, 3])]
+  assert all(r['ms_per_frame'] > 0 and r['with_png_ms_per_frame'] >= r['ms_per_frame']
+             for r in rows)
+  readme = (BENCHMARKS.parent / 'README.md').read_text()
+  assert f'<!-- table: explore_frames -->\n{readme_tables.explore_frames()}\n' in readme
