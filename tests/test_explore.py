@@ -9,6 +9,7 @@ import json
 import shlex
 import socket
 import threading
+import time
 import urllib.parse
 from pathlib import Path
 
@@ -181,6 +182,13 @@ def test_only_loopback_hosts_are_served(explore_server):
   assert get(base, '/', headers={'Host': 'localhost:8000'})[0] == 200
 
 
+def wait_for(condition, seconds=60):
+  deadline = time.monotonic() + seconds
+  while not condition():
+    assert time.monotonic() < deadline, 'timed out'
+    time.sleep(0.001)
+
+
 def test_a_live_request_superseded_while_waiting_is_not_rendered(explore_server):
   server, base = explore_server
   results = {}
@@ -191,12 +199,10 @@ def test_a_live_request_superseded_while_waiting_is_not_rendered(explore_server)
   with server.render_lock:  # the renderer is busy: both requests wait
     older = threading.Thread(target=request, args=('older', 1))
     older.start()
-    while server._tickets.get('t1') != 1:
-      pass
+    wait_for(lambda: server._tickets.get('t1') == 1)
     newer = threading.Thread(target=request, args=('newer', 2))
     newer.start()
-    while server._tickets.get('t1') != 2:
-      pass
+    wait_for(lambda: server._tickets.get('t1') == 2)
   older.join(60)
   newer.join(60)
   assert results == {'older': 204, 'newer': 200}
