@@ -46,17 +46,21 @@ def test_winograd_benchmark_times_layers_at_tiny_size():
       assert row[f'{name}_ratio'] > 0
 
 
-def test_explore_benchmark_times_both_views_and_the_readme_table_comes_from_its_file(tmp_path):
+@pytest.mark.slow  # compiles the demo generator's two explorer views (~10 s on 2 busy cores)
+def test_explore_benchmark_times_both_views(tmp_path):
   """`benchmarks/explore_benchmark.py` at tiny size (the demo generator, one timed frame per view),
-  in this process; the README's frame-time table is what `readme_tables.py` makes of the
-  committed results file."""
+  in this process."""
   sys.path.insert(0, str(BENCHMARKS))
   import explore_benchmark
-  import readme_tables
   rows = explore_benchmark.benchmark('demo', frames=1)
   assert [(r['view'], r['shape']) for r in rows] == [('image', [32, 32, 3]),
                                                      ('preview', [16, 16, 3])]
   assert all(r['ms_per_frame'] > 0 and r['with_png_ms_per_frame'] >= r['ms_per_frame']
              for r in rows)
+
+
+def test_the_readme_explore_table_comes_from_its_results_file():
+  sys.path.insert(0, str(BENCHMARKS))
+  import readme_tables
   readme = (BENCHMARKS.parent / 'README.md').read_text()
   assert f'<!-- table: explore_frames -->\n{readme_tables.explore_frames()}\n' in readme
