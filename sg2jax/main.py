@@ -63,7 +63,9 @@ def main(argv):
 
 def parse_flags(argv):
   """absl flag parsing, with the config loaded by `load_config` (`--config` or the workdir's),
-  and a bad `--config.KEY=VALUE` reported in one line."""
+  and a bad `--config.KEY=VALUE` reported in one line. ml_collections' parser assigns each
+  `--config.KEY=VALUE` to the config, which records KEY as set, next to the keys the experiments
+  file set (`sg2jax.train.config`): `build` reads that record when fine-tuning."""
   spec, rest = take_flag(argv, 'config')
   workdir, _ = take_flag(rest, 'workdir')
   if spec is None and workdir is None and any(a.startswith(('--help', '-h', '-?')) for a in rest):

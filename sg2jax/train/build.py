@@ -1,21 +1,20 @@
 """The ONE reader of a training config: networks, optimizers, mesh, data and derived numbers.
 
-`build(config)` checks a `ConfigDict` and returns an `Experiment`: the built objects plus frozen,
-typed settings (`Hyperparameters`, `LoopSettings`, `MetricSettings`, the data's
-`DatasetSpec`). Loop, step, the metrics hook and the eval CLI use those; nothing else reads a
-config key. `load_run_config` reads a run's saved `config.json` back into a config.
+`build(config)` checks a config (`sg2jax.train.config`) and returns an `Experiment`: the built
+objects plus frozen, typed settings (`Hyperparameters`, `LoopSettings`, `MetricSettings`, the
+data's `DatasetSpec`). Loop, step, the metrics hook and the eval CLI use those; nothing else
+reads a config key.
 
 Fine-tuning (`config.resume_from`, REFERENCE.md §7.8): G, D and G_ema come from a file (official
 pickle, `sg2jax.convert` directory or another run's workdir), and so does their architecture;
-the config's network keys must then agree with the file wherever they differ from
-`experiments/base.py`. Freeze-D (`config.freeze_d`, REFERENCE.md §7.9) and ADA (`config.augment`,
+the network keys the run set (the experiment file or `--config.KEY=VALUE`, as the config records
+them: `sg2jax.train.config.assigned_keys`) must agree with the file, and the others are not
+used. Freeze-D (`config.freeze_d`, REFERENCE.md §7.9) and ADA (`config.augment`,
 REFERENCE.md §7.6-§7.7) become optimizer masks and `StepConfig.augment`.
 """
 
 import dataclasses
-import json
 import math
-from pathlib import Path
 from typing import Any, Optional
 
 import flax.linen as nn
@@ -34,12 +33,11 @@ from sg2jax.networks.progressive import ProgressiveDiscriminator, ProgressiveGen
 from sg2jax.networks.stylegan1 import BasicDiscriminator, StyleGenerator
 from sg2jax.networks.weights import NetworkWeights, build_network, network_config
 from sg2jax.sharding import batch_sharded, check_batch_size, make_mesh
+from sg2jax.train.config import assigned_keys
 from sg2jax.train.optimizers import NAN_POLICIES, make_adam
 from sg2jax.train.schedule import FixedSchedule, GrowingSchedule, Stage
 from sg2jax.train.step import (REMAT_MODES, AugmentSettings, Models, StepConfig, ema_beta,
                                path_length_batch)
-
-CONFIG_FILE = 'config.json'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -333,19 +331,20 @@ def load_transfer(path: str) -> dict[str, NetworkWeights]:
 
 
 def transfer_networks(config: ml_collections.ConfigDict, networks: dict[str, NetworkWeights],
-                      resolution: int, channels: int, c_dim: int) -> tuple[nn.Module, nn.Module]:
+                      resolution: int, channels: int, c_dim: int,
+                      set_keys: frozenset[str]) -> tuple[nn.Module, nn.Module]:
   """G and D as `resume_from`'s network configs describe them.
 
-  A config key of the architecture (`G.type`, `G.*` of `G_ARCHITECTURE_KEYS`, `D.*`,
-  `resolution`) that differs from `experiments/base.py` was set on purpose and must equal the
-  file's value; keys left at their defaults are not used. The data's resolution, channels and
-  labels must fit the networks. `G.dtype`, `G.fused_modconv` and `D.dtype` come from the config.
+  A config key of the architecture (`G.type`, `G.*` of `G_ARCHITECTURE_KEYS`, `D.type`, `D.*` of
+  `D_ARCHITECTURE_KEYS`, `resolution`) in `set_keys` (the keys the run set, whatever their
+  value) must equal the file's value; the others are not used (a `resolution` of None or 0, "from
+  the data", agrees with any file). The data's resolution, channels and labels must fit the
+  networks. `G.dtype`, `G.fused_modconv` and `D.dtype` come from the config.
 
   Raises:
     ValueError: one line naming every key whose value contradicts the file (both values), or
       data that does not fit the networks, or progressive-growing networks.
   """
-  from experiments import base  # the defaults, read here only
   path = config.resume_from
   generator = build_network(networks['G'].config)
   discriminator = build_network(networks['D'].config)
@@ -353,19 +352,19 @@ def transfer_networks(config: ml_collections.ConfigDict, networks: dict[str, Net
     raise ValueError(f'resume_from {path} holds progressive-growing networks '
                      f'({type(generator).__name__}); fine-tuning starts from StyleGAN2 networks '
                      f'(configs E/F)')
-  default = base.get_config()
   conflicts = []
 
-  def compare(key: str, value, default_value, file_value) -> None:
-    if value != default_value and value != file_value:
+  def compare(key: str, value, file_value) -> None:
+    if key in set_keys and value != file_value:
       conflicts.append(f'config.{key}={value!r} but resume_from {path} has {file_value!r}')
 
-  compare('resolution', config.resolution, default.resolution, generator.img_resolution)
+  if config.resolution:
+    compare('resolution', config.resolution, generator.img_resolution)
   for name, network, keys in (('G', generator, G_ARCHITECTURE_KEYS),
                               ('D', discriminator, D_ARCHITECTURE_KEYS)):
-    compare(f'{name}.type', config[name].type, default[name].type, type(network).__name__)
+    compare(f'{name}.type', config[name].type, type(network).__name__)
     for key in keys:
-      compare(f'{name}.{key}', config[name][key], default[name][key], getattr(network, key))
+      compare(f'{name}.{key}', config[name][key], getattr(network, key))
   if conflicts:
     raise ValueError('; '.join(conflicts) + ': the networks come from resume_from; drop these '
                      'keys or choose a file with matching networks')
@@ -410,13 +409,15 @@ def build_models(config: ml_collections.ConfigDict, resolution: int, channels: i
                  mesh: Mesh, transfer: Optional[dict[str, NetworkWeights]] = None) -> Experiment:
   """Networks, optimizers, schedule and the phases' settings, without data: an `Experiment`
   whose `data`, `loop` and `metrics` are None (benchmarks use it as it is). With `transfer`
-  (`load_transfer`), the networks are the file's and the run starts from its variables."""
+  (`load_transfer`), the networks are the file's (checked against the network keys the config
+  records as set) and the run starts from its variables."""
   validate(config)
   hyper = derived_hyperparameters(config, mesh.devices.size)
   if transfer is None:
     generator, discriminator = build_networks(config, resolution, channels, c_dim)
   else:
-    generator, discriminator = transfer_networks(config, transfer, resolution, channels, c_dim)
+    generator, discriminator = transfer_networks(config, transfer, resolution, channels, c_dim,
+                                                 assigned_keys(config))
   schedule = make_schedule(config, resolution, generator.progressive, hyper)
   check_batches(schedule, mesh)
   spec = AugmentSpec.from_preset(config.augment_pipe)
@@ -445,7 +446,7 @@ def dataset_spec(config: ml_collections.ConfigDict) -> DatasetSpec:
 def build(config: ml_collections.ConfigDict, mesh: Optional[Mesh] = None) -> Experiment:
   """Builds the run: checks the config, opens the data, makes networks, optimizers, schedule."""
   mesh = make_mesh() if mesh is None else mesh
-  if config.resume_from is None:  # experiments/finetune.py: a fine-tuning config needs a file
+  if config.resume_required and not config.resume_from:  # experiments/finetune.py
     raise ValueError('this config fine-tunes a network: give it with --config.resume_from=PATH '
                      '(an official .pkl, a sg2jax.convert directory or a training workdir)')
   transfer = load_transfer(config.resume_from) if config.resume_from else None
@@ -480,35 +481,3 @@ def metric_settings(config: ml_collections.ConfigDict) -> MetricSettings:
       vgg16=config.metrics_vgg16 or None, num_samples=config.metrics_num_samples,
       batch_size=config.batch_size, mirror=bool(config.mirror), seed=config.seed,
       classifiers=config.metrics_classifiers or None)
-
-
-def load_run_config(path: str | Path) -> ml_collections.ConfigDict:
-  """A run's saved `config.json` (or the workdir holding it) as a config: `experiments/base.py`'s
-  defaults with the saved values on top (keys added since the run was saved keep their
-  defaults; a saved key that no longer exists is an error naming it)."""
-  from experiments import base  # the defaults, read here only
-  path = Path(path)
-  if path.is_dir():
-    path = path / CONFIG_FILE
-  if not path.is_file():
-    raise FileNotFoundError(f'{path} not found: not a training workdir (no {CONFIG_FILE})')
-  try:
-    saved = json.loads(path.read_text())
-  except json.JSONDecodeError as e:
-    raise ValueError(f'{path} is not a readable config ({e})') from None
-  config = base.get_config()
-
-  def merge(node: ml_collections.ConfigDict, values: dict, prefix: str) -> None:
-    for key, value in values.items():
-      if key not in node:
-        raise ValueError(f'{path}: unknown config key {prefix}{key}')
-      if isinstance(node[key], ml_collections.ConfigDict) and isinstance(value, dict):
-        merge(node[key], value, f'{prefix}{key}.')
-      else:
-        node[key] = tuple(map(tuple_if_list, value)) if isinstance(value, list) else value
-
-  def tuple_if_list(value):
-    return tuple(value) if isinstance(value, list) else value
-
-  merge(config, saved, '')
-  return config

@@ -27,7 +27,8 @@ from sg2jax.checkpoint import TrainCheckpoints, WorkdirInUseError, WorkdirLock
 from sg2jax.data.pipeline import BadImageError
 from sg2jax.images import make_grid, save_image, to_uint8
 from sg2jax.sharding import global_batch, replicated
-from sg2jax.train.build import CONFIG_FILE, Experiment, build
+from sg2jax.train.build import Experiment, build
+from sg2jax.train.config import CONFIG_FILE
 from sg2jax.train.programs import sample_grid_function
 from sg2jax.train.schedule import optimizer_reset_due
 from sg2jax.train.state import (AugmentedGANState, GANState, checkpoint_layout,
