@@ -142,7 +142,7 @@ def test_r1_is_the_gradient_wrt_the_reals_before_augmentation(ada_run):
 
   @jax.jit
   def penalties(real):
-    logits = lambda x: jnp.sum(discriminator.apply(d_vars, x, None, cfg.mbstd_shard_size))
+    logits = lambda x: jnp.sum(discriminator.apply(d_vars, x, None, cfg.batch_gpu))
     augmented = augment_images(key, real, p, AugmentSpec.bgc())
     before = jax.grad(lambda x: logits(augment_images(key, x, p, AugmentSpec.bgc())))(real)
     at_augmented = jax.grad(logits)(augmented)

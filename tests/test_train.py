@@ -53,7 +53,7 @@ def test_derived_hyperparameters_follow_the_paper():
 
 
 def test_lazy_regularization_schedule():
-  cfg = StepConfig(batch_size=32, pl_batch_shrink=2, mbstd_shard_size=4, style_mixing_prob=0.9,
+  cfg = StepConfig(batch_size=32, pl_batch_shrink=2, batch_gpu=4, style_mixing_prob=0.9,
                    r1_gamma=10, pl_weight=2, pl_decay=0.01, g_reg_interval=4,
                    d_reg_interval=16, ema_kimg=10, ema_rampup=None)
   table = phase_table(cfg)

@@ -130,9 +130,9 @@ class Experiment:
     """The phases' settings at a schedule stage (one compiled program per distinct value)."""
     if not self.schedule.progressive:
       return dataclasses.replace(self.step_template, batch_size=stage.batch_size,
-                                 mbstd_shard_size=stage.batch_gpu)
+                                 batch_gpu=stage.batch_gpu)
     return dataclasses.replace(self.step_template, batch_size=stage.batch_size,
-                               mbstd_shard_size=stage.batch_gpu, resolution=stage.resolution,
+                               batch_gpu=stage.batch_gpu, resolution=stage.resolution,
                                level=stage.level)
 
 
@@ -187,7 +187,7 @@ def step_template(config: ml_collections.ConfigDict, hyper: Hyperparameters) -> 
     ema_rampup = None
   return StepConfig(
       batch_size=config.batch_size, pl_batch_shrink=config.pl_batch_shrink,
-      mbstd_shard_size=config.batch_gpu,
+      batch_gpu=config.batch_gpu,
       style_mixing_prob=config.style_mixing_prob, r1_gamma=config.r1_gamma,
       pl_weight=config.pl_weight, pl_decay=config.pl_decay,
       g_reg_interval=config.g_reg_interval, d_reg_interval=config.d_reg_interval,
