@@ -66,8 +66,10 @@ def test_a_saved_config_sets_nothing_and_overrides_on_top_do(tmp_path):
 def test_an_old_config_json_reads_with_the_keys_added_since_at_their_defaults(tmp_path):
   saved = json.loads(OLD_CONFIG.read_text())
   assert 'strict' not in saved['data'] and 'resume_required' not in saved
+  assert saved['G']['fused_modconv'] is False  # retired: one rule decides the form now
   config = load_run_config(OLD_CONFIG)
   assert config.data.strict is False and config.resume_required is False
+  assert 'fused_modconv' not in config.G
   assert config.remat == defaults().remat
   saved['G']['channel_width'] = 3
   (tmp_path / CONFIG_FILE).write_text(json.dumps(saved))

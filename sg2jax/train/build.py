@@ -28,6 +28,7 @@ from sg2jax.checkpoint import load_networks
 from sg2jax.data.pipeline import TrainData
 from sg2jax.data.sources import DatasetSpec, first_image
 from sg2jax.networks import Discriminator, Generator
+from sg2jax.networks.generator import fused_modconv, modconv_form
 from sg2jax.networks.layers import check_resolution
 from sg2jax.networks.progressive import ProgressiveDiscriminator, ProgressiveGenerator
 from sg2jax.networks.stylegan1 import BasicDiscriminator, StyleGenerator
@@ -283,11 +284,9 @@ def build_networks(config: ml_collections.ConfigDict, resolution: int, channels:
                  mapping_lr_multiplier=g.mapping_lr_multiplier, w_avg_beta=g.w_avg_beta,
                  channel_base=g.channel_base, channel_max=g.channel_max, dtype=g.dtype)
   if g.type == 'Generator':
-    generator = Generator(architecture=g.architecture, conv_clamp=g.conv_clamp,
-                          fused_modconv=g.fused_modconv, **mapping)
+    generator = Generator(architecture=g.architecture, conv_clamp=g.conv_clamp, **mapping)
   elif g.type == 'ProgressiveGenerator':
-    generator = ProgressiveGenerator(conv_clamp=g.conv_clamp, fused_modconv=g.fused_modconv,
-                                     **mapping)
+    generator = ProgressiveGenerator(conv_clamp=g.conv_clamp, **mapping)
   else:
     generator = StyleGenerator(**mapping)
   common = dict(c_dim=c_dim, img_resolution=resolution, img_channels=channels,
@@ -309,8 +308,8 @@ def build_networks(config: ml_collections.ConfigDict, resolution: int, channels:
 # ---- Fine-tuning from a file (`resume_from`) -------------------------------------------------
 
 TRANSFER_NETWORKS = ('G', 'D', 'G_ema')
-# The config keys that describe the networks' architecture (the rest, dtype and fused_modconv,
-# only say how to compute: they come from the config even when fine-tuning).
+# The config keys that describe the networks' architecture (the rest, dtype, only says how to
+# compute: it comes from the config even when fine-tuning).
 G_ARCHITECTURE_KEYS = ('z_dim', 'w_dim', 'mapping_layers', 'mapping_lr_multiplier', 'w_avg_beta',
                        'architecture', 'channel_base', 'channel_max', 'conv_clamp')
 D_ARCHITECTURE_KEYS = ('architecture', 'channel_base', 'channel_max', 'conv_clamp',
@@ -339,7 +338,7 @@ def transfer_networks(config: ml_collections.ConfigDict, networks: dict[str, Net
   `D_ARCHITECTURE_KEYS`, `resolution`) in `set_keys` (the keys the run set, whatever their
   value) must equal the file's value; the others are not used (a `resolution` of None or 0, "from
   the data", agrees with any file). The data's resolution, channels and labels must fit the
-  networks. `G.dtype`, `G.fused_modconv` and `D.dtype` come from the config.
+  networks. `G.dtype` and `D.dtype` come from the config.
 
   Raises:
     ValueError: one line naming every key whose value contradicts the file (both values), or
@@ -379,8 +378,7 @@ def transfer_networks(config: ml_collections.ConfigDict, networks: dict[str, Net
     if c_dim != network.c_dim:
       raise ValueError(f'the data gives {c_dim} labels (config.cond={bool(config.cond)}) but '
                        f'resume_from {path} has c_dim {network.c_dim}')
-  return (generator.clone(fused_modconv=config.G.fused_modconv, dtype=config.G.dtype),
-          discriminator.clone(dtype=config.D.dtype))
+  return generator.clone(dtype=config.G.dtype), discriminator.clone(dtype=config.D.dtype)
 
 
 def frozen_d_layers(discriminator: nn.Module, count: int) -> tuple[str, ...]:
@@ -410,7 +408,8 @@ def build_models(config: ml_collections.ConfigDict, resolution: int, channels: i
   """Networks, optimizers, schedule and the phases' settings, without data: an `Experiment`
   whose `data`, `loop` and `metrics` are None (benchmarks use it as it is). With `transfer`
   (`load_transfer`), the networks are the file's (checked against the network keys the config
-  records as set) and the run starts from its variables."""
+  records as set) and the run starts from its variables. G computes its modulated convolutions
+  as `fused_modconv` decides for training."""
   validate(config)
   hyper = derived_hyperparameters(config, mesh.devices.size)
   if transfer is None:
@@ -418,6 +417,8 @@ def build_models(config: ml_collections.ConfigDict, resolution: int, channels: i
   else:
     generator, discriminator = transfer_networks(config, transfer, resolution, channels, c_dim,
                                                  assigned_keys(config))
+  generator = modconv_form(generator, fused_modconv(training=True,
+                                                    devices=list(mesh.devices.flat)))
   schedule = make_schedule(config, resolution, generator.progressive, hyper)
   check_batches(schedule, mesh)
   spec = AugmentSpec.from_preset(config.augment_pipe)

@@ -19,8 +19,8 @@ unset, and only command-line overrides on top of it are set. `restore_defaults` 
 to their defaults, unset (experiments/finetune.py: its networks come from the file).
 
 `load_run_config` reads a run's saved `config.json` (or the workdir holding it) onto the
-defaults: keys added since the run was saved keep their defaults, and a saved key that no longer
-exists is an error naming it.
+defaults: keys added since the run was saved keep their defaults, keys retired since are dropped
+(`RETIRED_KEYS`), and any other saved key that no longer exists is an error naming it.
 """
 
 import json
@@ -29,6 +29,10 @@ from pathlib import Path
 import ml_collections
 
 CONFIG_FILE = 'config.json'  # a run's config, saved in its workdir
+# Keys that runs saved and that no longer exist: read from an old config.json and dropped.
+# G.fused_modconv: the form of G's modulated convolutions is not a setting but one rule
+# (`sg2jax.networks.generator.fused_modconv`); the values are the same either way.
+RETIRED_KEYS = ('G.fused_modconv',)
 
 
 class TrainConfig(ml_collections.ConfigDict):
@@ -136,7 +140,6 @@ def defaults() -> TrainConfig:
   config.G.channel_base = 32768  # config F; 16384 for configs A-E (= 2 x TF fmap_base)
   config.G.channel_max = 512
   config.G.conv_clamp = ml_collections.FieldReference(None, field_type=float)  # ADA uses 256
-  config.G.fused_modconv = False  # training modulates activations, as the official code
   config.G.dtype = 'float32'  # compute dtype: float32 | bfloat16
 
   config.D = TrainConfig()
@@ -221,7 +224,8 @@ def defaults() -> TrainConfig:
 def load_run_config(path: str | Path) -> TrainConfig:
   """A run's saved `config.json` (or the workdir holding it) as a config: the defaults with the
   saved values on top, no key recorded as set (keys added since the run was saved keep their
-  defaults; a saved key that no longer exists is an error naming it)."""
+  defaults; `RETIRED_KEYS` are dropped; any other saved key that no longer exists is an error
+  naming it)."""
   path = Path(path)
   if path.is_dir():
     path = path / CONFIG_FILE
@@ -235,6 +239,8 @@ def load_run_config(path: str | Path) -> TrainConfig:
 
   def merge(node: ml_collections.ConfigDict, values: dict, prefix: str) -> None:
     for key, value in values.items():
+      if prefix + key in RETIRED_KEYS:
+        continue
       if key not in node:
         raise ValueError(f'{path}: unknown config key {prefix}{key}')
       if isinstance(node[key], ml_collections.ConfigDict) and isinstance(value, dict):

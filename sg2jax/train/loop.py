@@ -116,11 +116,11 @@ def _initial_state(exp: Experiment, checkpoints: TrainCheckpoints, state_shardin
   if not checkpoints.all_steps():  # fine-tuning starts from exp.transfer (resume_from)
     return jax.jit(make, static_argnums=1, out_shardings=state_sharding)(exp.transfer,
                                                                          augment_p), None
-  expected = json.loads(json.dumps(exp.network_configs()))
+  expected = _architectures(json.loads(json.dumps(exp.network_configs())))
   workdir = checkpoints.directory.parent
 
   def check_networks(meta: dict) -> None:
-    if meta['networks'] != expected:
+    if _architectures(meta['networks']) != expected:
       raise ValueError(f'the checkpoint in {checkpoints.directory} was trained with other '
                        f'networks than this config builds; use a new --workdir, or resume with '
                        f'the run\'s own config: python -m sg2jax.main --workdir {workdir} (to '
@@ -138,6 +138,13 @@ def _initial_state(exp: Experiment, checkpoints: TrainCheckpoints, state_shardin
   exp.data.set_state(meta['data'])
   logging.info('resumed from step %d (%.1f kimg)', meta['step'], meta['kimg'])
   return state, meta.get('stage_nimg', meta.get('phase_nimg'))  # 'phase_nimg': sg2jax 0.1.0
+
+
+def _architectures(configs: dict[str, dict]) -> dict[str, dict]:
+  """Network configs without `fused_modconv`, which says how G computes, not what: a run saved
+  while the form of the modulated convolutions was a config key resumes whatever it was."""
+  return {name: {k: v for k, v in config.items() if k != 'fused_modconv'}
+          for name, config in configs.items()}
 
 
 def _mean_metrics(history: list[dict[str, jax.Array]]) -> dict[str, float]:
