@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from sg2jax.cli import load_config, override_config
+from sg2jax.train.build import validate
 from sg2jax.train.config import (CONFIG_FILE, assigned_keys, defaults, load_run_config,
                                  restore_defaults)
 
@@ -75,3 +76,43 @@ def test_an_old_config_json_reads_with_the_keys_added_since_at_their_defaults(tm
   (tmp_path / CONFIG_FILE).write_text(json.dumps(saved))
   with pytest.raises(ValueError, match=r'config.json: unknown config key G.channel_width$'):
     load_run_config(tmp_path)
+
+
+@pytest.mark.parametrize('value', [None, '', ' ', 'None', 'null'])
+def test_resume_from_is_a_file_or_empty_and_nothing_else(value, tmp_path, monkeypatch):
+  """'' is the one value for fresh networks; None, a blank string or 'None' naming no file is
+  a one-line error saying what to use, never a second meaning."""
+  monkeypatch.chdir(tmp_path)
+  config = defaults()
+  config.resume_from = value
+  if value == '':
+    validate(config)  # fresh networks
+    config.resume_required = True
+    with pytest.raises(ValueError, match=r'^this config fine-tunes a network: give it with '
+                                         r'--config.resume_from=PATH'):
+      validate(config)
+    return
+  with pytest.raises(ValueError) as error:
+    validate(config)
+  assert str(error.value) == (f"config.resume_from={value!r}: must be a file to fine-tune from, "
+                              f"or '' for fresh networks; pass e.g. "
+                              f"--config.resume_from=ffhq.pkl")
+  if isinstance(value, str) and value.strip():
+    (tmp_path / value).touch()  # a file of that name is a file
+    validate(config)
+
+
+def test_a_saved_resume_from_of_none_reads_as_a_required_file(tmp_path):
+  """A config.json with `resume_from` null (a fine-tuning config whose file was still to be
+  given) reads back as `resume_required`, so it stops as such a config does."""
+  saved = json.loads(OLD_CONFIG.read_text())
+  assert 'resume_from' not in saved  # older than fine-tuning: fresh networks
+  config = load_run_config(OLD_CONFIG)
+  assert config.resume_from == '' and not config.resume_required
+  saved['resume_from'] = None
+  (tmp_path / CONFIG_FILE).write_text(json.dumps(saved))
+  config = load_run_config(tmp_path)
+  assert config.resume_from == '' and config.resume_required
+  assert assigned_keys(config) == frozenset()
+  with pytest.raises(ValueError, match='^this config fine-tunes a network'):
+    validate(config)

@@ -15,6 +15,7 @@ REFERENCE.md §7.6-§7.7) become optimizer masks and `StepConfig.augment`.
 
 import dataclasses
 import math
+from pathlib import Path
 from typing import Any, Optional
 
 import flax.linen as nn
@@ -231,8 +232,26 @@ def check_batches(schedule, mesh: Mesh) -> int:
   return max(batch for batch, _ in settings.values())
 
 
+# Strings that stand for "no file" in other programs' configs: as `resume_from` they would read as
+# a file name (unless a file has that name).
+NO_FILE_WORDS = ('None', 'none', 'null')
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
-  """One-line errors for values that are out of range (unknown keys fail in config_flags)."""
+  """One-line errors for values that are out of range (unknown keys fail in config_flags).
+
+  `resume_from` is a file to fine-tune from, or '' for fresh networks: None, a blank string or
+  a `NO_FILE_WORDS` string naming no file does not say which and is an error, as is '' when the
+  config needs a file (`resume_required`, experiments/finetune.py).
+  """
+  resume_from = config.resume_from
+  if (not isinstance(resume_from, str) or (resume_from and not resume_from.strip())
+      or (resume_from in NO_FILE_WORDS and not Path(resume_from).exists())):
+    raise ValueError(f'config.resume_from={resume_from!r}: must be a file to fine-tune from, or '
+                     f"'' for fresh networks; pass e.g. --config.resume_from=ffhq.pkl")
+  if config.resume_required and not resume_from:
+    raise ValueError('this config fine-tunes a network: give it with --config.resume_from=PATH '
+                     '(an official .pkl, a sg2jax.convert directory or a training workdir)')
   if config.nan_policy not in NAN_POLICIES:
     raise ValueError(f'config.nan_policy {config.nan_policy!r} is not one of '
                      f'{", ".join(NAN_POLICIES)}')
@@ -409,8 +428,7 @@ def build_models(config: ml_collections.ConfigDict, resolution: int, channels: i
   whose `data`, `loop` and `metrics` are None (benchmarks use it as it is). With `transfer`
   (`load_transfer`), the networks are the file's (checked against the network keys the config
   records as set) and the run starts from its variables. G computes its modulated convolutions
-  as `fused_modconv` decides for training."""
-  validate(config)
+  as `fused_modconv` decides for training. `config` is one that `validate` accepted."""
   hyper = derived_hyperparameters(config, mesh.devices.size)
   if transfer is None:
     generator, discriminator = build_networks(config, resolution, channels, c_dim)
@@ -446,10 +464,8 @@ def dataset_spec(config: ml_collections.ConfigDict) -> DatasetSpec:
 
 def build(config: ml_collections.ConfigDict, mesh: Optional[Mesh] = None) -> Experiment:
   """Builds the run: checks the config, opens the data, makes networks, optimizers, schedule."""
+  validate(config)  # first: a bad value stops the run before the data or a file is read
   mesh = make_mesh() if mesh is None else mesh
-  if config.resume_required and not config.resume_from:  # experiments/finetune.py
-    raise ValueError('this config fine-tunes a network: give it with --config.resume_from=PATH '
-                     '(an official .pkl, a sg2jax.convert directory or a training workdir)')
   transfer = load_transfer(config.resume_from) if config.resume_from else None
   spec = dataset_spec(config)
   source = spec.open()

@@ -20,7 +20,8 @@ to their defaults, unset (experiments/finetune.py: its networks come from the fi
 
 `load_run_config` reads a run's saved `config.json` (or the workdir holding it) onto the
 defaults: keys added since the run was saved keep their defaults, keys retired since are dropped
-(`RETIRED_KEYS`), and any other saved key that no longer exists is an error naming it.
+(`RETIRED_KEYS`), values whose meaning moved to another key are moved (`saved_meanings`), and
+any other saved key that no longer exists is an error naming it.
 """
 
 import json
@@ -196,7 +197,9 @@ def defaults() -> TrainConfig:
   # as ADA, no ema_rampup). The networks' architecture comes from the file: a network key the
   # experiment file or the command line sets (`assigned_keys`) must agree with it; the others
   # are not used. A restart resumes from the run's own checkpoints.
-  config.resume_from = ''  # '' = fresh networks
+  # '' is the one value for fresh networks; None (or a blank or 'None' string) is an error, not
+  # a second way to say it (`sg2jax.train.build.validate`).
+  config.resume_from = ''
   config.resume_required = False  # True: no run without resume_from (experiments/finetune.py)
   config.freeze_d = 0  # Freeze-D: D's first N layers, from the highest resolution, not trained
   config.augment = 'none'  # D's augmentation: none | ada (adaptive p) | fixed (p = augment_p)
@@ -221,11 +224,20 @@ def defaults() -> TrainConfig:
   return clear_assignments(config)
 
 
+def saved_meanings(saved: dict) -> dict:
+  """A saved config's values with today's keys for what they meant: `resume_from` None said
+  "this config fine-tunes, the file is still to be given", which `resume_required` says now
+  (and `resume_from` '' with it)."""
+  if 'resume_from' in saved and saved['resume_from'] is None:
+    saved = {**saved, 'resume_from': '', 'resume_required': True}
+  return saved
+
+
 def load_run_config(path: str | Path) -> TrainConfig:
   """A run's saved `config.json` (or the workdir holding it) as a config: the defaults with the
   saved values on top, no key recorded as set (keys added since the run was saved keep their
-  defaults; `RETIRED_KEYS` are dropped; any other saved key that no longer exists is an error
-  naming it)."""
+  defaults; `RETIRED_KEYS` are dropped; `saved_meanings` moves values to the keys that carry
+  their meaning now; any other saved key that no longer exists is an error naming it)."""
   path = Path(path)
   if path.is_dir():
     path = path / CONFIG_FILE
@@ -251,5 +263,5 @@ def load_run_config(path: str | Path) -> TrainConfig:
   def tuple_if_list(value):
     return tuple(value) if isinstance(value, list) else value
 
-  merge(config, saved, '')
+  merge(config, saved_meanings(saved), '')
   return clear_assignments(config)
