@@ -264,6 +264,32 @@ def test_path_length_batch_is_shrunk_per_device_with_at_least_one_image():
   assert float(bench.state.pl_mean) > 0
 
 
+def test_the_experiment_is_built_once_with_each_check_run_once(monkeypatch):
+  """`build` makes one frozen `Experiment`; it checks the schedule's batches and resolves the
+  augmentation preset once per run."""
+  import dataclasses
+  from sg2jax.augment import AugmentSpec
+  from sg2jax.train import build as build_module
+  calls = {'check_batches': 0, 'from_preset': 0}
+  check_batches, from_preset = build_module.check_batches, AugmentSpec.from_preset.__func__
+
+  def counted(name, function):
+    def call(*args):
+      calls[name] += 1
+      return function(*args)
+    return call
+
+  monkeypatch.setattr(build_module, 'check_batches', counted('check_batches', check_batches))
+  monkeypatch.setattr(AugmentSpec, 'from_preset', classmethod(counted('from_preset',
+                                                                      from_preset)))
+  exp = build(tiny(augment='ada', augment_pipe='bg'), make_mesh())
+  assert calls == {'check_batches': 1, 'from_preset': 1}
+  assert exp.augment.spec == from_preset(AugmentSpec, 'bg')
+  assert exp.data is not None and exp.loop.minibatch_repeats == 1 and exp.metrics.names == ()
+  with pytest.raises(dataclasses.FrozenInstanceError):
+    exp.data = None
+
+
 def test_batch_not_divisible_by_devices():
   with pytest.raises(ValueError, match=r'batch_size 6 is not divisible by the 4 devices; use a '
                                        r'multiple of 4'):

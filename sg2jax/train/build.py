@@ -95,9 +95,10 @@ class MetricSettings:
   classifiers: Optional[str] = None  # folder of the 40 attribute classifiers (ls)
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Experiment:
-  """What `train_and_evaluate` runs, built from a config."""
+  """What `train_and_evaluate` runs, built from a config: made once by `build_models`, completed
+  by `build` with `dataclasses.replace`, never changed."""
   config: ml_collections.ConfigDict  # kept to be saved with the run, not read
   mesh: Mesh
   generator: nn.Module
@@ -165,19 +166,22 @@ def derived_hyperparameters(config: ml_collections.ConfigDict,
       **adjusted)
 
 
-def augment_settings(config: ml_collections.ConfigDict,
-                     hyper: Hyperparameters) -> Optional[AugmentSettings]:
-  """ADA's settings from `config.augment` ('none': None; 'fixed': p stays `augment_p`)."""
+def augment_settings(config: ml_collections.ConfigDict, hyper: Hyperparameters,
+                     spec: Optional[AugmentSpec]) -> Optional[AugmentSettings]:
+  """ADA's settings from `config.augment` ('none': None; 'fixed': p stays `augment_p`), with
+  `spec`, the pipeline of `config.augment_pipe`."""
   if config.augment == 'none':
     return None
   return AugmentSettings(
-      spec=AugmentSpec.from_preset(config.augment_pipe), initial_p=float(config.augment_p),
+      spec=spec, initial_p=float(config.augment_p),
       ada_target=float(config.ada_target) if config.augment == 'ada' else None,
       ada_interval=config.ada_interval, ada_kimg=hyper.ada_kimg)
 
 
-def step_template(config: ml_collections.ConfigDict, hyper: Hyperparameters) -> StepConfig:
-  """The phases' settings that do not change during a run (the schedule sets the rest).
+def step_template(config: ml_collections.ConfigDict, hyper: Hyperparameters,
+                  augment_spec: Optional[AugmentSpec]) -> StepConfig:
+  """The phases' settings that do not change during a run (the schedule sets the rest);
+  `augment_spec` as `augment_settings` takes it.
 
   Fine-tuning (`resume_from`) turns the G_ema ramp-up off, as ADA does (REFERENCE.md §7.8): the
   ramp-up would overwrite the file's G_ema with the first minibatches' G.
@@ -194,7 +198,7 @@ def step_template(config: ml_collections.ConfigDict, hyper: Hyperparameters) -> 
       pl_weight=config.pl_weight, pl_decay=config.pl_decay,
       g_reg_interval=config.g_reg_interval, d_reg_interval=config.d_reg_interval,
       ema_kimg=config.ema_kimg, ema_rampup=ema_rampup,
-      augment=augment_settings(config, hyper), remat=config.remat,
+      augment=augment_settings(config, hyper, augment_spec), remat=config.remat,
       num_devices=hyper.num_devices)
 
 
@@ -211,17 +215,20 @@ def make_schedule(config: ml_collections.ConfigDict, resolution: int, progressiv
       lazy_regularization_factor(config.d_reg_interval))
 
 
-def check_batches(schedule, mesh: Mesh) -> int:
+def schedule_batches(schedule) -> dict[int, tuple[int, int]]:
+  """Every (minibatch, per-GPU minibatch) the run will use, by working resolution."""
+  if not schedule.progressive:
+    return {schedule.resolution: (schedule.batch_size, schedule.batch_gpu)}
+  levels = int(math.log2(schedule.resolution) - math.log2(schedule.initial_resolution)) + 1
+  resolutions = [schedule.resolution >> level for level in range(levels)]
+  return {r: (schedule.batch_sizes.get(r, schedule.batch_size),
+              schedule.batch_gpus.get(r, schedule.batch_gpu)) for r in resolutions}
+
+
+def check_batches(schedule, mesh: Mesh) -> None:
   """Checks every (minibatch, per-GPU minibatch) the run will use against the devices before
-  training starts; returns the largest minibatch."""
-  if schedule.progressive:
-    levels = int(math.log2(schedule.resolution) - math.log2(schedule.initial_resolution)) + 1
-    resolutions = [schedule.resolution >> level for level in range(levels)]
-    settings = {r: (schedule.batch_sizes.get(r, schedule.batch_size),
-                    schedule.batch_gpus.get(r, schedule.batch_gpu)) for r in resolutions}
-  else:
-    settings = {schedule.resolution: (schedule.batch_size, schedule.batch_gpu)}
-  for resolution, (batch, batch_gpu) in settings.items():
+  training starts."""
+  for resolution, (batch, batch_gpu) in schedule_batches(schedule).items():
     where = f' (at resolution {resolution})' if schedule.progressive else ''
     per_device = check_batch_size(batch, mesh, f'batch_size{where}')
     if batch % batch_gpu:
@@ -229,7 +236,6 @@ def check_batches(schedule, mesh: Mesh) -> int:
     if per_device % batch_gpu and batch_gpu % per_device:
       raise ValueError(f'batch_gpu {batch_gpu} and the per-device batch {per_device}{where} must '
                        f'divide one another')
-  return max(batch for batch, _ in settings.values())
 
 
 # Strings that stand for "no file" in other programs' configs: as `resume_from` they would read as
@@ -439,8 +445,10 @@ def build_models(config: ml_collections.ConfigDict, resolution: int, channels: i
                                                     devices=list(mesh.devices.flat)))
   schedule = make_schedule(config, resolution, generator.progressive, hyper)
   check_batches(schedule, mesh)
-  spec = AugmentSpec.from_preset(config.augment_pipe)
-  if config.augment != 'none' and spec.color_enabled(channels) and channels not in (1, 3):
+  augment_spec = (None if config.augment == 'none' else
+                  AugmentSpec.from_preset(config.augment_pipe))
+  if (augment_spec is not None and augment_spec.color_enabled(channels)
+      and channels not in (1, 3)):
     raise ValueError(f'config.augment_pipe {config.augment_pipe!r} has colour transforms, which '
                      f'need 1 or 3 channels; the data has {channels}')
   frozen = frozen_d_layers(discriminator, config.freeze_d) if config.freeze_d else ()
@@ -450,7 +458,7 @@ def build_models(config: ml_collections.ConfigDict, resolution: int, channels: i
   variables = None if transfer is None else {
       name: transfer[name].variables for name in TRANSFER_NETWORKS}
   return Experiment(config, mesh, generator, discriminator, g_tx, d_tx, schedule, None, hyper,
-                    step_template(config, hyper), transfer=variables)
+                    step_template(config, hyper, augment_spec), transfer=variables)
 
 
 def dataset_spec(config: ml_collections.ConfigDict) -> DatasetSpec:
@@ -477,18 +485,17 @@ def build(config: ml_collections.ConfigDict, mesh: Optional[Mesh] = None) -> Exp
                      f'prepare the data with `python -m sg2jax.dataset_tool --resolution '
                      f'{resolution}`')
   exp = build_models(config, resolution, channels, source.label_dim, mesh, transfer)
-  largest_batch = check_batches(exp.schedule, mesh)
-  exp.data = TrainData(source, resolution, channels, largest_batch, seed=config.seed,
-                       mirror=spec.mirror, max_images=spec.max_images,
-                       num_threads=config.data.num_threads, prefetch=config.data.prefetch,
-                       strict=config.data.strict, bad_images=range(first))
-  exp.loop = LoopSettings(
+  largest_batch = max(batch for batch, _ in schedule_batches(exp.schedule).values())
+  data = TrainData(source, resolution, channels, largest_batch, seed=config.seed,
+                   mirror=spec.mirror, max_images=spec.max_images,
+                   num_threads=config.data.num_threads, prefetch=config.data.prefetch,
+                   strict=config.data.strict, bad_images=range(first))
+  loop = LoopSettings(
       seed=config.seed, total_nimg=exp.hyper.total_nimg, kimg_per_tick=config.kimg_per_tick,
       snapshot_ticks=config.snapshot_ticks, image_snapshot_ticks=config.image_snapshot_ticks,
       keep_checkpoints=config.keep_checkpoints, grid_size=config.grid_size,
       minibatch_repeats=config.growing.minibatch_repeats if exp.schedule.progressive else 1)
-  exp.metrics = metric_settings(config)
-  return exp
+  return dataclasses.replace(exp, data=data, loop=loop, metrics=metric_settings(config))
 
 
 def metric_settings(config: ml_collections.ConfigDict) -> MetricSettings:
