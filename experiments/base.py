@@ -5,7 +5,8 @@ Other files start from here and set a few keys; what they set is recorded (fine-
 the network keys an experiment sets with the file's networks, `sg2jax.train.config`). Overrides
 from the command line:
   python -m sg2jax.main --config experiments/ffhq.py --workdir DIR --config.total_kimg=0.5
-An unknown key is an error that names it.
+An unknown key is an error that names it, as is a value out of its range
+(`sg2jax.train.build.validate`).
 """
 
 from sg2jax.train.config import TrainConfig, defaults

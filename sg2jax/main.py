@@ -6,10 +6,11 @@ one is moved aside). `--workdir DIR` alone resumes with the run's own config (DI
 to the current directory or, failing that, to the installed `experiments` package (`--config
 demo.py` or `--config experiments/demo.py` from any directory). Config values are overridden with
 `--config.KEY=VALUE` (e.g. `--config.data.path=cars.zip --config.total_kimg=500`); an unknown key
-is an error. SIGTERM (e.g. preemption) or Ctrl-C saves a checkpoint and exits with status 143
-(130): run the same command to resume. A second run on a busy workdir is refused. Errors are one
-line; `--debug` shows the traceback. Multi-host: pass `--distributed` on TPU pods / SLURM
-(auto-detected), or `--coordinator_address`, `--num_processes` and `--process_id`.
+or a value out of its range is an error. SIGTERM (e.g. preemption) or Ctrl-C saves a checkpoint
+and exits with status 143 (130): run the same command to resume. A second run on a busy workdir
+is refused. Errors are one line; `--debug` shows the traceback. Multi-host: pass `--distributed`
+on TPU pods / SLURM (auto-detected), or `--coordinator_address`, `--num_processes` and
+`--process_id`.
 This file is intentionally short: the library is `sg2jax.train`.
 """
 

@@ -7,10 +7,11 @@ import json
 import pickle
 from pathlib import Path
 
+import ml_collections
 import pytest
 
 from sg2jax.cli import load_config, override_config
-from sg2jax.train.build import validate
+from sg2jax.train.build import KEY_RANGES, TABLE_RANGES, PowerOfTwo, _leaf, validate
 from sg2jax.train.config import (CONFIG_FILE, assigned_keys, defaults, load_run_config,
                                  restore_defaults)
 
@@ -115,4 +116,118 @@ def test_a_saved_resume_from_of_none_reads_as_a_required_file(tmp_path):
   assert config.resume_from == '' and config.resume_required
   assert assigned_keys(config) == frozenset()
   with pytest.raises(ValueError, match='^this config fine-tunes a network'):
+    validate(config)
+
+
+# ---- Ranges: every numeric key's values (`sg2jax.train.build.validate`) -----------------------
+
+def _numeric_leaves(config, prefix=''):
+  """The dotted keys of `config` whose type is a number (None defaults included)."""
+  for key in config:
+    value = config[key]
+    if isinstance(value, ml_collections.ConfigDict):
+      yield from _numeric_leaves(value, f'{prefix}{key}.')
+    elif config.get_type(key) in (int, float):
+      yield prefix + key
+
+
+def _set(config, key, value):
+  *parents, leaf = key.split('.')
+  node = config
+  for parent in parents:
+    node = node[parent]
+  node[leaf] = value
+  return config
+
+
+def _out_of_range(valid):
+  """Values just outside `valid` (a `Range` or `PowerOfTwo`)."""
+  if isinstance(valid, PowerOfTwo):
+    return [12, 2, -8]
+  values = [] if valid.low is None else [valid.low if valid.above else valid.low - 1]
+  if valid.high is not None:
+    values.append(valid.high if valid.below else valid.high + 1)
+  return values + ([] if valid.optional else [None])
+
+
+def test_every_numeric_key_has_a_range():
+  """A key added to the defaults needs its range in KEY_RANGES (or TABLE_RANGES)."""
+  numeric = set(_numeric_leaves(defaults()))
+  assert numeric == set(KEY_RANGES), numeric ^ set(KEY_RANGES)
+  assert set(TABLE_RANGES) <= {'growing.batch_sizes', 'growing.batch_gpus', 'growing.lrs'}
+
+
+@pytest.mark.parametrize('key', sorted(KEY_RANGES))
+def test_an_out_of_range_value_is_one_line_naming_key_value_and_a_value_that_works(key):
+  """Each value outside the key's range stops `validate` with `config.KEY=VALUE: must be ...;
+  pass e.g. --config.KEY=EXAMPLE`, and the example passes."""
+  valid = KEY_RANGES[key]
+  assert valid.admits(_leaf(defaults(), key)), 'the default is in range'
+  for value in _out_of_range(valid):
+    with pytest.raises(ValueError) as error:
+      validate(_set(defaults(), key, value))
+    message = str(error.value)
+    assert '\n' not in message
+    shown = str(int(value)) if isinstance(value, float) else repr(value)
+    assert message.startswith(f'config.{key}={shown}: must be {valid.rule()}; pass e.g. '
+                              f'--config.{key}='), message
+    example = message.rsplit('=', 1)[1]
+    validate(override_config(defaults(), [f'--config.{key}={example}']))
+
+
+@pytest.mark.parametrize('key,value,message', [
+    ('total_kimg', -1, 'config.total_kimg=-1: must be >= 0; pass e.g. --config.total_kimg=25000'),
+    ('total_kimg', float('nan'), 'config.total_kimg=nan: must be a finite number >= 0; pass e.g. '
+                                 '--config.total_kimg=25000'),
+    ('batch_size', 0, 'config.batch_size=0: must be >= 1; pass e.g. --config.batch_size=32'),
+    ('g_lr', 0.0, 'config.g_lr=0: must be > 0; pass e.g. --config.g_lr=0.002'),
+    ('adam_beta2', 1.0, 'config.adam_beta2=1: must be in [0, 1); pass e.g. '
+                        '--config.adam_beta2=0.99'),
+    ('r1_gamma', -0.5, 'config.r1_gamma=-0.5: must be >= 0; pass e.g. --config.r1_gamma=10'),
+    ('ema_kimg', -1.0, 'config.ema_kimg=-1: must be >= 0; pass e.g. --config.ema_kimg=10'),
+    ('style_mixing_prob', 1.5, 'config.style_mixing_prob=1.5: must be in [0, 1]; pass e.g. '
+                               '--config.style_mixing_prob=0.9'),
+    ('g_reg_interval', 0, 'config.g_reg_interval=0: must be >= 1 or None; pass e.g. '
+                          '--config.g_reg_interval=4'),
+    ('resolution', 100, "config.resolution=100: must be a power of two >= 4, or None for the "
+                        "data's; pass e.g. --config.resolution=256"),
+    ('growing.initial_resolution', 6, 'config.growing.initial_resolution=6: must be a power of '
+                                      'two >= 4; pass e.g. --config.growing.initial_resolution=8'),
+    ('growing.batch_sizes', ((8, 256), (16, 0)), 'config.growing.batch_sizes=((8, 256), (16, 0)): '
+     'must be (resolution, value) pairs of a power of two >= 4 and a value >= 1; pass e.g. '
+     '--config.growing.batch_sizes="((8, 256), (16, 128))"'),
+    ('growing.lrs', ((100, 0.002),), 'config.growing.lrs=((100, 0.002),): must be (resolution, '
+     'value) pairs of a power of two >= 4 and a value > 0; pass e.g. '
+     '--config.growing.lrs="((128, 0.0015), (256, 0.002))"'),
+    ('G.dtype', 'float16', "config.G.dtype='float16': must be one of float32, bfloat16; pass e.g. "
+                           '--config.G.dtype=float32'),
+    ('D.architecture', 'unet', "config.D.architecture='unet': must be one of orig, skip, resnet; "
+                               'pass e.g. --config.D.architecture=orig'),
+    ('augment_pipe', 'bgcf', "config.augment_pipe='bgcf': must be one of blit, geom, color, bg, "
+                             'bgc; pass e.g. --config.augment_pipe=blit'),
+])
+def test_out_of_range_messages(key, value, message):
+  with pytest.raises(ValueError) as error:
+    validate(_set(defaults(), key, value))
+  assert str(error.value) == message
+
+
+EXPERIMENTS = ['base.py', 'config_a.py', 'config_b.py', 'config_c.py', 'config_d.py',
+               'config_e.py', 'config_f.py', 'demo.py', 'demo.py:config=b', 'ffhq.py',
+               'lsun_car.py', 'lsun_cat.py', 'lsun_church.py', 'lsun_horse.py', 'ada.py',
+               'finetune.py', 'table2.py:g=resnet,d=orig']
+
+
+@pytest.mark.parametrize('spec', EXPERIMENTS)
+def test_every_experiment_is_in_range(spec):
+  config = load_config(f'experiments/{spec}', None)
+  if config.resume_required:
+    config.resume_from = 'ffhq.pkl'  # fine-tuning configs need a file (not read here)
+  validate(config)
+
+
+def test_the_tests_configs_are_in_range():
+  from growing_experiment import get_config as growing
+  from tiny_experiment import get_config as tiny
+  for config in (defaults(), tiny(), growing('a'), growing('d')):
     validate(config)

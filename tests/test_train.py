@@ -245,6 +245,18 @@ def test_unknown_config_key_is_named(tmp_path):
                                                  'mean "total_kimg" instead of "totl_kimg"?')
 
 
+def test_an_out_of_range_value_stops_the_run_in_one_line_before_the_workdir_is_used(tmp_path):
+  workdir = tmp_path / 'run'
+  out = subprocess.run([sys.executable, '-m', 'sg2jax.main', '--config', 'experiments/demo.py',
+                        '--workdir', str(workdir), '--config.total_kimg=-1'],
+                       cwd=TESTS.parent, capture_output=True, text=True, timeout=120)
+  assert out.returncode == 1
+  assert out.stderr.strip().splitlines()[-1] == ('error: config.total_kimg=-1: must be >= 0; pass '
+                                                 'e.g. --config.total_kimg=25000')
+  assert 'Traceback' not in out.stderr
+  assert not (workdir / 'checkpoints').exists() and not (workdir / 'config.json').exists()
+
+
 def test_path_length_batch_is_shrunk_per_device_with_at_least_one_image():
   """The official rule per device: `max(1, per-device batch // pl_batch_shrink)` images on each;
   with one image per device the path-length batch is not shrunk, and G reg runs."""

@@ -16,7 +16,7 @@ REFERENCE.md §7.6-§7.7) become optimizer masks and `StepConfig.augment`.
 import dataclasses
 import math
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import flax.linen as nn
 import ml_collections
@@ -29,10 +29,11 @@ from sg2jax.checkpoint import load_networks
 from sg2jax.data.pipeline import TrainData
 from sg2jax.data.sources import DatasetSpec, first_image
 from sg2jax.networks import Discriminator, Generator
-from sg2jax.networks.generator import fused_modconv, modconv_form
+from sg2jax.networks.generator import DTYPES, fused_modconv, modconv_form
 from sg2jax.networks.layers import check_resolution
 from sg2jax.networks.progressive import ProgressiveDiscriminator, ProgressiveGenerator
 from sg2jax.networks.stylegan1 import BasicDiscriminator, StyleGenerator
+from sg2jax.networks.synthesis import ARCHITECTURES
 from sg2jax.networks.weights import NetworkWeights, build_network, network_config
 from sg2jax.sharding import batch_sharded, check_batch_size, make_mesh
 from sg2jax.train.config import assigned_keys
@@ -238,13 +239,155 @@ def check_batches(schedule, mesh: Mesh) -> None:
                        f'divide one another')
 
 
+AUGMENT_MODES = ('none', 'ada', 'fixed')
+G_TYPES = ('Generator', 'StyleGenerator', 'ProgressiveGenerator')
+D_TYPES = ('Discriminator', 'BasicDiscriminator', 'ProgressiveDiscriminator')
+PRECISIONS = ('highest', 'high', 'default')
+
+
+class Range(NamedTuple):
+  """The values a numeric config key takes: finite, from `low` to `high` (None: unbounded), each
+  end included unless `above` / `below` says it is not, and None where `optional` (what None
+  means is in the key's comment, `sg2jax.train.config.defaults`). `example` is a value to
+  suggest in the error."""
+  low: float
+  high: Optional[float] = None
+  above: bool = False  # > low rather than >= low
+  below: bool = False  # < high rather than <= high
+  optional: bool = False
+  example: Any = None
+
+  def admits(self, value) -> bool:
+    if value is None:
+      return self.optional
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+      return False
+    return ((value > self.low or (value == self.low and not self.above))
+            and (self.high is None or value < self.high
+                 or (value == self.high and not self.below)))
+
+  def rule(self) -> str:
+    if self.high is None:
+      rule = f'{">" if self.above else ">="} {_shown(self.low)}'
+    else:
+      rule = (f'in {"(" if self.above else "["}{_shown(self.low)}, {_shown(self.high)}'
+              f'{")" if self.below else "]"}')
+    return rule + (' or None' if self.optional else '')
+
+
+class PowerOfTwo(NamedTuple):
+  """A resolution: a power of two >= 4 (or None / 0, "from the data", where `optional`)."""
+  optional: bool = False
+  example: int = 256
+
+  def admits(self, value) -> bool:
+    if self.optional and not value:
+      return value is None or value == 0
+    return isinstance(value, int) and value >= 4 and not value & (value - 1)
+
+  def rule(self) -> str:
+    return 'a power of two >= 4' + (', or None for the data\'s' if self.optional else '')
+
+
+# Every numeric key of the training config (`sg2jax.train.config.defaults`) and its values.
+KEY_RANGES = {
+    'seed': Range(0, example=0),
+    'data.num_images': Range(0, example=1000),
+    'data.max_images': Range(1, optional=True, example=1000),
+    'data.num_threads': Range(1, example=2),
+    'data.prefetch': Range(0, example=2),
+    'resolution': PowerOfTwo(optional=True),
+    'total_kimg': Range(0, example=25000),  # 0: the initial networks are saved, not trained
+    'batch_size': Range(1, example=32),
+    'batch_gpu': Range(1, example=4),
+    'G.z_dim': Range(1, example=512),
+    'G.w_dim': Range(1, example=512),
+    'G.mapping_layers': Range(1, example=8),
+    'G.mapping_lr_multiplier': Range(0, above=True, example=0.01),
+    'G.w_avg_beta': Range(0, 1, example=0.995),
+    'G.channel_base': Range(1, example=32768),
+    'G.channel_max': Range(1, example=512),
+    'G.conv_clamp': Range(0, above=True, optional=True, example=256),
+    'D.channel_base': Range(1, example=32768),
+    'D.channel_max': Range(1, example=512),
+    'D.conv_clamp': Range(0, above=True, optional=True, example=256),
+    'D.mbstd_group_size': Range(1, optional=True, example=4),
+    'D.mbstd_num_channels': Range(0, example=1),
+    'g_lr': Range(0, above=True, example=0.002),
+    'd_lr': Range(0, above=True, example=0.002),
+    'adam_beta1': Range(0, 1, below=True, example=0),
+    'adam_beta2': Range(0, 1, below=True, example=0.99),
+    'adam_eps': Range(0, above=True, example=1e-8),
+    'ema_kimg': Range(0, example=10),  # 0: G_ema is G
+    'ema_rampup': Range(0, above=True, optional=True, example=0.05),
+    'r1_gamma': Range(0, example=10),
+    'pl_weight': Range(0, example=2),
+    'pl_batch_shrink': Range(1, example=2),
+    'pl_decay': Range(0, 1, example=0.01),
+    'style_mixing_prob': Range(0, 1, example=0.9),
+    'g_reg_interval': Range(1, optional=True, example=4),
+    'd_reg_interval': Range(1, optional=True, example=16),
+    'growing.initial_resolution': PowerOfTwo(example=8),
+    'growing.training_kimg': Range(0, example=600),
+    'growing.transition_kimg': Range(0, example=600),
+    'growing.minibatch_repeats': Range(1, example=4),
+    'growing.lr': Range(0, above=True, example=0.001),
+    'freeze_d': Range(0, example=10),  # 0: nothing frozen
+    'augment_p': Range(0, 1, example=0.2),
+    'ada_target': Range(0, 1, example=0.6),
+    'ada_interval': Range(1, example=4),
+    'ada_kimg': Range(0, above=True, optional=True, example=500),
+    'kimg_per_tick': Range(0, example=4),  # 0: a tick every minibatch
+    'snapshot_ticks': Range(1, example=50),
+    'image_snapshot_ticks': Range(1, example=50),
+    'keep_checkpoints': Range(1, example=5),
+    'grid_size': Range(1, example=16),
+    'metrics_num_samples': Range(1, optional=True, example=50000),
+}
+# The growing schedule's (resolution, value) tables: each value's range.
+TABLE_RANGES = {
+    'growing.batch_sizes': Range(1, example='((8, 256), (16, 128))'),
+    'growing.batch_gpus': Range(1, example='((8, 32), (16, 16))'),
+    'growing.lrs': Range(0, above=True, example='((128, 0.0015), (256, 0.002))'),
+}
+# Every key with a fixed set of values, and its values (the first one suggested).
+KEY_CHOICES = {
+    'G.type': G_TYPES, 'D.type': D_TYPES, 'G.architecture': ARCHITECTURES,
+    'D.architecture': ARCHITECTURES, 'G.dtype': DTYPES, 'D.dtype': DTYPES,
+    'nan_policy': NAN_POLICIES, 'precision': PRECISIONS, 'remat': REMAT_MODES,
+    'augment': AUGMENT_MODES, 'augment_pipe': tuple(PRESETS),
+}
+
+
+def _shown(value) -> str:
+  """A value as the command line writes it: `-1` for -1.0, `0.002`, `'bgc'`."""
+  if isinstance(value, float) and value.is_integer():
+    return str(int(value))
+  return repr(value)
+
+
+def _leaf(config: ml_collections.ConfigDict, key: str):
+  node = config
+  for part in key.split('.'):
+    node = node[part]
+  return node
+
+
+def _bad_value(key: str, value, rule: str, example) -> ValueError:
+  example = example if isinstance(example, str) else _shown(example)
+  return ValueError(f'config.{key}={_shown(value)}: must be {rule}; pass e.g. '
+                    f'--config.{key}={example}')
+
+
 # Strings that stand for "no file" in other programs' configs: as `resume_from` they would read as
 # a file name (unless a file has that name).
 NO_FILE_WORDS = ('None', 'none', 'null')
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  """One-line errors for values that are out of range (unknown keys fail in config_flags).
+  """One-line errors for values that are out of range (unknown keys fail in config_flags), each
+  naming the key, its value and what to use: every numeric key has its `KEY_RANGES` (or
+  `TABLE_RANGES`) entry, every key with a fixed set of values its `KEY_CHOICES`.
 
   `resume_from` is a file to fine-tune from, or '' for fresh networks: None, a blank string or
   a `NO_FILE_WORDS` string naming no file does not say which and is an error, as is '' when the
@@ -253,57 +396,36 @@ def validate(config: ml_collections.ConfigDict) -> None:
   resume_from = config.resume_from
   if (not isinstance(resume_from, str) or (resume_from and not resume_from.strip())
       or (resume_from in NO_FILE_WORDS and not Path(resume_from).exists())):
-    raise ValueError(f'config.resume_from={resume_from!r}: must be a file to fine-tune from, or '
-                     f"'' for fresh networks; pass e.g. --config.resume_from=ffhq.pkl")
+    raise _bad_value('resume_from', resume_from, "a file to fine-tune from, or '' for fresh "
+                     'networks', 'ffhq.pkl')
   if config.resume_required and not resume_from:
     raise ValueError('this config fine-tunes a network: give it with --config.resume_from=PATH '
                      '(an official .pkl, a sg2jax.convert directory or a training workdir)')
-  if config.nan_policy not in NAN_POLICIES:
-    raise ValueError(f'config.nan_policy {config.nan_policy!r} is not one of '
-                     f'{", ".join(NAN_POLICIES)}')
-  if config.batch_size <= 0 or config.batch_gpu <= 0:
-    raise ValueError('config.batch_size and config.batch_gpu must be positive')
-  if config.pl_batch_shrink < 1:
-    raise ValueError(f'config.pl_batch_shrink {config.pl_batch_shrink} must be >= 1')
-  for key in ('g_reg_interval', 'd_reg_interval'):
-    if config[key] is not None and config[key] < 1:
-      raise ValueError(f'config.{key} must be >= 1, or None to regularize in every main step')
-  if config.remat not in REMAT_MODES:
-    raise ValueError(f'config.remat {config.remat!r} is not one of {", ".join(REMAT_MODES)}')
-  if config.precision not in ('highest', 'high', 'default'):
-    raise ValueError(f'config.precision {config.precision!r} is not highest, high or default')
-  if config.augment not in AUGMENT_MODES:
-    raise ValueError(f'config.augment {config.augment!r} is not one of {", ".join(AUGMENT_MODES)}')
-  if config.augment_pipe not in PRESETS:
-    raise ValueError(f'config.augment_pipe {config.augment_pipe!r} is not one of '
-                     f'{", ".join(PRESETS)} (imgfilter, noise and cutout are not implemented)')
-  for key in ('augment_p', 'ada_target'):
-    if not 0 <= config[key] <= 1:
-      raise ValueError(f'config.{key} {config[key]} is outside [0, 1]')
-  if config.ada_interval < 1:
-    raise ValueError(f'config.ada_interval {config.ada_interval} must be >= 1')
-  if config.ada_kimg is not None and not config.ada_kimg > 0:
-    raise ValueError(f'config.ada_kimg {config.ada_kimg} must be > 0 (or None for the default)')
-  if config.freeze_d < 0:
-    raise ValueError(f'config.freeze_d {config.freeze_d} must be >= 0 (0: freeze nothing)')
+  for key, valid in KEY_RANGES.items():
+    value = _leaf(config, key)
+    if not valid.admits(value):
+      finite = isinstance(value, float) and not math.isfinite(value)
+      raise _bad_value(key, value, ('a finite number ' if finite else '') + valid.rule(),
+                       valid.example)
+  for key, valid in TABLE_RANGES.items():
+    table = _leaf(config, key)
+    if not all(isinstance(entry, tuple) and len(entry) == 2 and PowerOfTwo().admits(entry[0])
+               and valid.admits(entry[1]) for entry in table):
+      raise _bad_value(key, table, f'(resolution, value) pairs of a power of two >= 4 and a '
+                       f'value {valid.rule()}', f'"{valid.example}"')
+  for key, choices in KEY_CHOICES.items():
+    value = _leaf(config, key)
+    if value not in choices:
+      raise _bad_value(key, value, f'one of {", ".join(choices)}', choices[0])
   if config.freeze_d and config.D.type != 'Discriminator':
     raise ValueError(f'config.freeze_d needs config.D.type Discriminator (ADA\'s layer order), '
                      f'not {config.D.type}')
-
-
-AUGMENT_MODES = ('none', 'ada', 'fixed')
-G_TYPES = ('Generator', 'StyleGenerator', 'ProgressiveGenerator')
-D_TYPES = ('Discriminator', 'BasicDiscriminator', 'ProgressiveDiscriminator')
 
 
 def build_networks(config: ml_collections.ConfigDict, resolution: int, channels: int,
                    c_dim: int) -> tuple[nn.Module, nn.Module]:
   """G and D of the types `config.G.type` / `config.D.type` (configs A-F)."""
   g, d = config.G, config.D
-  if g.type not in G_TYPES:
-    raise ValueError(f'config.G.type {g.type!r} is not one of {", ".join(G_TYPES)}')
-  if d.type not in D_TYPES:
-    raise ValueError(f'config.D.type {d.type!r} is not one of {", ".join(D_TYPES)}')
   mapping = dict(z_dim=g.z_dim, c_dim=c_dim, w_dim=g.w_dim, img_resolution=resolution,
                  img_channels=channels, mapping_layers=g.mapping_layers,
                  mapping_lr_multiplier=g.mapping_lr_multiplier, w_avg_beta=g.w_avg_beta,
