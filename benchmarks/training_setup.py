@@ -9,7 +9,7 @@ import ml_collections
 import numpy as np
 
 from sg2jax.sharding import global_batch, make_mesh, replicated
-from sg2jax.train.build import Experiment, build_models
+from sg2jax.train.build import Experiment, build_models, validate
 from sg2jax.train.state import GANState, init_state, reset_optimizers
 from sg2jax.train.step import TrainStep
 
@@ -47,6 +47,7 @@ def build_phase_bench(config: ml_collections.ConfigDict, resolution: int, seed: 
   """Networks, optimizers and phases of `config` at `resolution` (3 channels, unconditional),
   an initialized state (Adam at the schedule's first learning rates) and a random batch."""
   mesh = make_mesh() if mesh is None else mesh
+  validate(config)
   exp = build_models(config, resolution, 3, 0, mesh)
   stage = exp.schedule.at(0)
   train_step = TrainStep(exp.models, exp.step_config(stage), mesh)

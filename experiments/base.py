@@ -1,126 +1,16 @@
-"""Every config key, once, with its default: StyleGAN2 config F (REFERENCE.md §2, §3).
+"""Config F: every key at its default. The keys, their defaults and what each means are listed
+once, in `sg2jax/train/config.py` (`defaults()`).
 
-Other files override a few keys. Overrides from the command line:
+Other files start from here and set a few keys; what they set is recorded (fine-tuning compares
+the network keys an experiment sets with the file's networks, `sg2jax.train.config`). Overrides
+from the command line:
   python -m sg2jax.main --config experiments/ffhq.py --workdir DIR --config.total_kimg=0.5
-An unknown key is an error that names it.
+An unknown key is an error that names it, as is a value out of its range
+(`sg2jax.train.build.validate`).
 """
 
-import ml_collections
+from sg2jax.train.config import TrainConfig, defaults
 
 
-def get_config() -> ml_collections.ConfigDict:
-  config = ml_collections.ConfigDict()
-  config.seed = 0  # network init, latents, noise, shuffling, flips
-
-  # ---- Data ----------------------------------------------------------------------------------
-  config.data = ml_collections.ConfigDict()
-  config.data.source = 'auto'  # auto (from the path) | folder | zip | lmdb | tfds | shapes
-  config.data.path = ''  # image folder, dataset zip, LMDB folder, or tfds dataset name
-  config.data.num_images = 0  # source 'shapes' only: how many images to generate
-  config.data.split = 'train'  # tfds split
-  config.data.tfds_data_dir = ml_collections.FieldReference(None, field_type=str)
-  config.data.max_images = ml_collections.FieldReference(None, field_type=int)  # first N only
-  config.data.num_threads = 2  # decoding threads
-  config.data.prefetch = 2  # host batches read ahead
-  # A bad image (unreadable, wrong size) is skipped with a warning and replaced by the next
-  # good one; strict: save a checkpoint and stop at the first one instead.
-  config.data.strict = False
-  config.resolution = ml_collections.FieldReference(None, field_type=int)  # None: from the data
-  config.mirror = False  # random x-flips of the reals (TF: per sample, prob 0.5)
-  config.cond = False  # train on the dataset's labels (dataset.json)
-
-  # ---- Length and batch ----------------------------------------------------------------------
-  config.total_kimg = 25000.0  # thousands of real images shown to D
-  config.batch_size = 32  # global minibatch
-  config.batch_gpu = 4  # official per-GPU batch: minibatch-stddev groups form within it
-
-  # ---- Networks (sg2jax.networks.Generator / Discriminator fields) ---------------------------
-  config.G = ml_collections.ConfigDict()
-  config.G.type = 'Generator'  # Generator (E/F) | StyleGenerator (A) | ProgressiveGenerator (B-D)
-  config.G.z_dim = 512
-  config.G.w_dim = 512
-  config.G.mapping_layers = 8
-  config.G.mapping_lr_multiplier = 0.01
-  config.G.w_avg_beta = 0.995
-  config.G.architecture = 'skip'  # orig | skip | resnet
-  config.G.channel_base = 32768  # config F; 16384 for configs A-E (= 2 x TF fmap_base)
-  config.G.channel_max = 512
-  config.G.conv_clamp = ml_collections.FieldReference(None, field_type=float)  # ADA uses 256
-  config.G.fused_modconv = False  # training modulates activations, as the official code
-  config.G.dtype = 'float32'  # compute dtype: float32 | bfloat16
-
-  config.D = ml_collections.ConfigDict()
-  config.D.type = 'Discriminator'  # Discriminator | BasicDiscriminator | ProgressiveDiscriminator
-  config.D.architecture = 'resnet'  # orig | skip | resnet
-  config.D.channel_base = 32768
-  config.D.channel_max = 512
-  config.D.conv_clamp = ml_collections.FieldReference(None, field_type=float)
-  config.D.mbstd_group_size = 4
-  config.D.mbstd_num_channels = 1
-  config.D.dtype = 'float32'
-
-  # ---- Optimization --------------------------------------------------------------------------
-  config.g_lr = 0.002  # Adam learning rates before the lazy-regularization adjustment
-  config.d_lr = 0.002
-  config.adam_beta1 = 0.0
-  config.adam_beta2 = 0.99
-  config.adam_eps = 1e-8
-  config.ema_kimg = 10.0  # G_ema half-life in thousands of images
-  config.ema_rampup = ml_collections.FieldReference(None, field_type=float)  # ADA option
-  config.nan_policy = 'skip'  # non-finite gradients: skip the update (TF) | nan_to_num (ADA)
-  config.precision = 'highest'  # matmul/conv precision: highest (exact float32) | default
-  # Backward passes of G's synthesis and D keep every intermediate ('none') or only each
-  # block's outputs and compute the rest again ('blocks': less memory, more arithmetic; the
-  # same values). `python -m sg2jax.aot` shows what each needs on a TPU.
-  config.remat = 'none'
-  # Compiled programs persist here between runs: 'auto' ($SG2JAX_COMPILE_CACHE, else
-  # ~/.cache/sg2jax/jax), a directory, or 'none'.
-  config.compile_cache = 'auto'
-
-  # ---- Loss ----------------------------------------------------------------------------------
-  config.r1_gamma = 10.0
-  config.pl_weight = 2.0
-  config.pl_batch_shrink = 2
-  config.pl_decay = 0.01
-  config.style_mixing_prob = 0.9
-  config.g_reg_interval = ml_collections.FieldReference(4, field_type=int)  # None: every step
-  config.d_reg_interval = ml_collections.FieldReference(16, field_type=int)  # in the main loss
-
-  # ---- Progressive growing (configs A-D: progressive G and D types; REFERENCE.md §3.3) -----------
-  config.growing = ml_collections.ConfigDict()
-  config.growing.initial_resolution = 8  # TF lod_initial_resolution
-  config.growing.training_kimg = 600.0  # per resolution: stable, then
-  config.growing.transition_kimg = 600.0  # fading in the next one
-  config.growing.minibatch_repeats = 4  # minibatches between schedule evaluations
-  config.growing.batch_sizes = ((8, 256), (16, 128), (32, 64), (64, 32))  # else batch_size
-  config.growing.batch_gpus = ((8, 32), (16, 16), (32, 8), (64, 4))  # else batch_gpu
-  config.growing.lr = 0.001  # learning rate when a resolution is not in `lrs`
-  config.growing.lrs = ((128, 0.0015), (256, 0.002), (512, 0.003), (1024, 0.003))
-
-  # ---- Fine-tuning, Freeze-D, ADA (StyleGAN2-ADA; REFERENCE.md §7.6-§7.9) --------------
-  # Start a new run from the G, D and G_ema (w_avg included) of an official pickle (ADA or TF),
-  # a `sg2jax.convert` directory or another run's workdir, with fresh optimizers at step 0 (and,
-  # as ADA, no ema_rampup). The networks' architecture comes from the file: network keys set to
-  # other values than here must agree with it. A restart resumes from the run's own checkpoints.
-  config.resume_from = ''  # '' = fresh networks
-  config.freeze_d = 0  # Freeze-D: D's first N layers, from the highest resolution, not trained
-  config.augment = 'none'  # D's augmentation: none | ada (adaptive p) | fixed (p = augment_p)
-  config.augment_p = 0.0  # the initial p (ada) or the constant p (fixed), in [0, 1]
-  config.augment_pipe = 'bgc'  # ADA --augpipe preset: blit | geom | color | bg | bgc
-  config.ada_target = 0.6  # ada: p moves so that E[sign(D(augmented reals))] approaches this
-  config.ada_interval = 4  # ada: minibatches between adjustments of p
-  # ada: thousands of images for p to change by 1; None: 500, or 100 when fine-tuning
-  config.ada_kimg = ml_collections.FieldReference(None, field_type=float)
-
-  # ---- Loop, checkpoints, reports ------------------------------------------------------------
-  config.kimg_per_tick = 4.0  # progress line and scalars every tick
-  config.snapshot_ticks = 50  # checkpoint (and periodic metrics) every N ticks
-  config.image_snapshot_ticks = 50  # fixed-z sample grid every N ticks
-  config.keep_checkpoints = 5
-  config.grid_size = 16  # images in the sample grid
-  config.metrics = ()  # metric names run at every snapshot (sg2jax.eval), e.g. ('fid50k_full',)
-  config.metrics_inception = ''  # pt_inception-2015-12-05-6726825d.pth (FID, KID, IS)
-  config.metrics_vgg16 = ''  # torchvision vgg16-397923af.pth (precision/recall)
-  config.metrics_classifiers = ''  # folder of the 40 celebahq-classifier-*.pkl (ls)
-  config.metrics_num_samples = ml_collections.FieldReference(None, field_type=int)  # None: 50k
-  return config
+def get_config() -> TrainConfig:
+  return defaults()

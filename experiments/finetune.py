@@ -6,8 +6,9 @@
 
 `resume_from` (required) is an official pickle (an ADA snapshot or a TF StyleGAN2 release), a
 `sg2jax.convert` directory or another run's workdir. The networks (architecture, channels,
-mapping, clamp, minibatch-stddev group) come from that file, so every network key is left at
-its default here; setting one that contradicts the file is an error naming both values.
+mapping, clamp, minibatch-stddev group) come from that file, so no network key is set here
+(ADA's preset sets some: they are put back to their defaults, unset); setting one on the command
+line that contradicts the file is an error naming both values.
 
 The training settings are ADA's for transfer (StyleGAN2-ADA §4, REFERENCE.md §7.8):
 `:cfg=paper256|paper512|paper1024|stylegan2` (default paper256, the paper's transfer
@@ -20,10 +21,9 @@ target; fine-tuning usually settles within a few thousand kimg: watch the metric
 `--config.metrics_num_samples=N` for fewer) and stop when it stops improving.
 """
 
-import ml_collections
-
-from experiments import ada, base
+from experiments import ada
 from experiments.args import parse_arg
+from sg2jax.train.config import restore_defaults
 
 TRANSFER_PRESETS = ('paper256', 'paper512', 'paper1024', 'stylegan2')
 
@@ -31,11 +31,8 @@ TRANSFER_PRESETS = ('paper256', 'paper512', 'paper1024', 'stylegan2')
 def get_config(arg=None):
   name = parse_arg(arg, 'finetune.py takes', cfg=TRANSFER_PRESETS).get('cfg', 'paper256')
   config = ada.get_config(f'cfg={name}')
-  default = base.get_config()
-  for net in ('G', 'D'):  # the architecture comes from resume_from
-    config[net] = default[net]
-  # Required: None stops the run with a one-line error until --config.resume_from is given.
-  config.resume_from = ml_collections.FieldReference(None, field_type=str)
+  restore_defaults(config, 'G', 'D')  # the architecture comes from resume_from: no key is set
+  config.resume_required = True  # a one-line error until --config.resume_from names a file
   config.mirror = True
   config.augment = 'ada'
   config.ada_kimg = 100.0

@@ -82,7 +82,8 @@ def _exists(path: str) -> bool:
 
 def build_for(config, mesh, shape):
   """The run's `Experiment` on `mesh` (networks, optimizers, schedule; no data)."""
-  from sg2jax.train.build import build_models, load_transfer
+  from sg2jax.train.build import build_models, load_transfer, validate
+  validate(config)
   transfer = load_transfer(config.resume_from) if config.resume_from else None
   resolution, channels, c_dim = shape
   return build_models(config, resolution, channels, c_dim, mesh, transfer)

@@ -166,16 +166,17 @@ def initialize_distributed(coordinator_address: Optional[str] = None,
 
 def find_config(name: str) -> Path:
   """The file `--config NAME` means: NAME relative to the current directory (or absolute), else
-  relative to the installed `experiments` package (`demo.py`, `experiments/demo.py`).
+  relative to the installed `experiments` package (`demo.py`, `experiments/demo.py`; found
+  without importing it: library code does not depend on the experiments).
 
   Raises:
     FileNotFoundError: none exists (one line listing where it looked).
   """
-  import experiments
-  package = Path(experiments.__file__).parent
+  spec = importlib.util.find_spec('experiments')
+  package = Path(spec.submodule_search_locations[0]) if spec else None
   path = Path(name).expanduser()
   candidates = [path]
-  if not path.is_absolute():
+  if not path.is_absolute() and package is not None:
     candidates.append(package / path)
     if len(path.parts) > 1 and path.parts[0] == package.name:
       candidates.append(package.joinpath(*path.parts[1:]))
@@ -188,8 +189,13 @@ def find_config(name: str) -> Path:
 
 def load_config(spec: Optional[str], workdir: Optional[str]) -> ml_collections.ConfigDict:
   """The run's config from `--config` (`spec`: `FILE.py[:ARG]`, whose `get_config(ARG)` makes
-  it, or a saved `config.json`), or without `--config` the workdir's own `config.json`."""
-  from sg2jax.train.build import CONFIG_FILE, load_run_config
+  it, or a saved `config.json`), or without `--config` the workdir's own `config.json`.
+
+  The keys an experiments file assigns are recorded in the config as set; a saved `config.json`
+  sets none (`sg2jax.train.config`). `--config.KEY=VALUE` applied afterwards (`override_config`,
+  `sg2jax.main.parse_flags`) adds its keys to the record.
+  """
+  from sg2jax.train.config import CONFIG_FILE, load_run_config
   if spec is None:
     if workdir and (Path(workdir) / CONFIG_FILE).is_file():
       return load_run_config(workdir)
@@ -235,7 +241,8 @@ def take_flag(argv: Sequence[str], name: str) -> tuple[Optional[str], list[str]]
 def override_config(config: ml_collections.ConfigDict,
                     overrides: Sequence[str]) -> ml_collections.ConfigDict:
   """`config` with `--config.KEY=VALUE` arguments applied (as `sg2jax.main` applies them, through
-  ml_collections' flag parser, on a flag registry of its own).
+  ml_collections' flag parser, on a flag registry of its own). The parser assigns each KEY, so
+  the config records it as set (`sg2jax.train.config.assigned_keys`).
 
   Raises:
     ValueError: an argument that is not `--config.KEY=VALUE`, an unknown key or a value of the

@@ -74,7 +74,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   if args.distributed or args.coordinator_address:
     initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
   from sg2jax.metrics.evaluate import evaluate
-  from sg2jax.train.build import CONFIG_FILE, dataset_spec, load_run_config
+  from sg2jax.train.build import dataset_spec
+  from sg2jax.train.config import CONFIG_FILE, load_run_config
   run_data = None
   if args.workdir is not None and not args.data and (args.workdir / CONFIG_FILE).is_file():
     run_data = dataset_spec(load_run_config(args.workdir))  # the run's data and mirror setting

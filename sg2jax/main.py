@@ -6,10 +6,11 @@ one is moved aside). `--workdir DIR` alone resumes with the run's own config (DI
 to the current directory or, failing that, to the installed `experiments` package (`--config
 demo.py` or `--config experiments/demo.py` from any directory). Config values are overridden with
 `--config.KEY=VALUE` (e.g. `--config.data.path=cars.zip --config.total_kimg=500`); an unknown key
-is an error. SIGTERM (e.g. preemption) or Ctrl-C saves a checkpoint and exits with status 143
-(130): run the same command to resume. A second run on a busy workdir is refused. Errors are one
-line; `--debug` shows the traceback. Multi-host: pass `--distributed` on TPU pods / SLURM
-(auto-detected), or `--coordinator_address`, `--num_processes` and `--process_id`.
+or a value out of its range is an error. SIGTERM (e.g. preemption) or Ctrl-C saves a checkpoint
+and exits with status 143 (130): run the same command to resume. A second run on a busy workdir
+is refused. Errors are one line; `--debug` shows the traceback. Multi-host: pass `--distributed`
+on TPU pods / SLURM (auto-detected), or `--coordinator_address`, `--num_processes` and
+`--process_id`.
 This file is intentionally short: the library is `sg2jax.train`.
 """
 
@@ -63,7 +64,9 @@ def main(argv):
 
 def parse_flags(argv):
   """absl flag parsing, with the config loaded by `load_config` (`--config` or the workdir's),
-  and a bad `--config.KEY=VALUE` reported in one line."""
+  and a bad `--config.KEY=VALUE` reported in one line. ml_collections' parser assigns each
+  `--config.KEY=VALUE` to the config, which records KEY as set, next to the keys the experiments
+  file set (`sg2jax.train.config`): `build` reads that record when fine-tuning."""
   spec, rest = take_flag(argv, 'config')
   workdir, _ = take_flag(rest, 'workdir')
   if spec is None and workdir is None and any(a.startswith(('--help', '-h', '-?')) for a in rest):

@@ -17,7 +17,8 @@ from tiny_experiment import BATCH, kimg, tiny
 from sg2jax.augment import AugmentSpec, augment_images
 from sg2jax.sharding import global_batch, make_mesh, replicated
 from sg2jax.train import step as train_step
-from sg2jax.train.build import build, load_run_config
+from sg2jax.train.build import build
+from sg2jax.train.config import load_run_config
 from sg2jax.train.loop import train_and_evaluate
 from sg2jax.train.state import AugmentedGANState, GANState, init_state
 from sg2jax.train.step import TrainStep
@@ -141,7 +142,7 @@ def test_r1_is_the_gradient_wrt_the_reals_before_augmentation(ada_run):
 
   @jax.jit
   def penalties(real):
-    logits = lambda x: jnp.sum(discriminator.apply(d_vars, x, None, cfg.mbstd_shard_size))
+    logits = lambda x: jnp.sum(discriminator.apply(d_vars, x, None, cfg.batch_gpu))
     augmented = augment_images(key, real, p, AugmentSpec.bgc())
     before = jax.grad(lambda x: logits(augment_images(key, x, p, AugmentSpec.bgc())))(real)
     at_augmented = jax.grad(logits)(augmented)

@@ -88,7 +88,8 @@ def test_an_old_training_run_restores_and_resumes(tmp_path):
 
   from sg2jax.checkpoint import TrainCheckpoints
   from sg2jax.sharding import replicated
-  from sg2jax.train.build import build, load_run_config
+  from sg2jax.train.build import build
+  from sg2jax.train.config import load_run_config
   from sg2jax.train.loop import train_and_evaluate
   from sg2jax.train.state import init_state
   workdir = tmp_path / 'run'

@@ -346,7 +346,7 @@ def test_no_restorable_checkpoint_is_one_clear_error(trained, tmp_path):
 
 def test_a_refused_restart_keeps_config_json_and_names_a_command_that_works(trained, tmp_path):
   from sg2jax.main import load_config
-  from sg2jax.train.build import load_run_config
+  from sg2jax.train.config import load_run_config
   from sg2jax.train.loop import train_and_evaluate
   workdir = copy_run(trained[0], tmp_path / 'run')
   saved = (workdir / 'config.json').read_bytes()

@@ -171,3 +171,34 @@ def test_param_count_of_the_tiny_golden(golden):
   official = sum(int(np.prod(a.shape)) for k, a in params.items()
                  if not k.endswith(('resample_filter', 'noise_const', 'w_avg')))
   assert count_params(v) == official
+
+
+def test_one_rule_decides_the_form_of_the_modulated_convolutions():
+  """`fused_modconv`: the fused form only to generate on a single device that is not a CPU; and
+  callers take their form from it: training's G, the metrics' G on a mesh and `generate
+  --modconv auto`'s (all unfused here, on CPU devices)."""
+  from types import SimpleNamespace
+
+  from tiny_experiment import tiny
+  from sg2jax.metrics.context import metric_generator
+  from sg2jax.networks.generator import fused_modconv, modconv_form
+  from sg2jax.networks.stylegan1 import StyleGenerator
+  from sg2jax.sharding import make_mesh
+  from sg2jax.tools.sampling import with_modconv
+  from sg2jax.train.build import build_models
+  cpu, gpu, tpu = (SimpleNamespace(platform=name) for name in ('cpu', 'gpu', 'tpu'))
+  assert fused_modconv(training=False, devices=[gpu]) and fused_modconv(False, [tpu])
+  assert not fused_modconv(training=True, devices=[gpu])  # the official training's form
+  assert not fused_modconv(training=False, devices=[tpu, tpu])  # a batch split over devices
+  assert not fused_modconv(training=False, devices=[cpu])
+  g = Generator(z_dim=8, w_dim=8, img_resolution=8, channel_base=32, channel_max=8)
+  assert g.fused_modconv  # as the official networks store it
+  assert modconv_form(g, True) is g and not modconv_form(g, False).fused_modconv
+  style = StyleGenerator(z_dim=8, w_dim=8, img_resolution=8)
+  assert modconv_form(style, False) is style  # no modulated convolutions
+  mesh = make_mesh()
+  assert not metric_generator(g, mesh).fused_modconv
+  assert not metric_generator(g, make_mesh(jax.devices()[:1])).fused_modconv
+  assert not with_modconv(g, 'auto').fused_modconv
+  assert not build_models(tiny(), 8, 3, 0, mesh).generator.fused_modconv
+  assert 'fused_modconv' not in tiny().G

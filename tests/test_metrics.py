@@ -5,6 +5,7 @@ Feature networks here are small stand-ins (`fake_detector`): the real Inception/
 golden-tested in test_feature_nets.py and run end to end in test_eval_cli.py.
 """
 
+import dataclasses
 import json
 import math
 import types
@@ -608,9 +609,8 @@ def test_training_hook(tmp_path, tiny_generator, shapes16):
   config = get_config()
   config.resolution = 16
   config.G.z_dim = config.G.w_dim = 16
-  exp = build(config)
   g, variables = tiny_generator
-  exp.generator = g
+  exp = dataclasses.replace(build(config), generator=g)
   state = types.SimpleNamespace(g_ema=put_tree(variables, exp.mesh))
   with pytest.raises(FileNotFoundError, match='pass --inception PATH'):
     make_training_hook(['fid50k_full'], workdir=tmp_path)

@@ -221,11 +221,11 @@ def test_equalized_layers_scale_at_run_time():
                              rtol=1e-5, atol=1e-5)
 
 
-def test_mbstd_shards_group_within_each_shard():
-  """shard_size=4 on a batch of 8 equals running the layer on each half separately."""
+def test_mbstd_groups_form_within_each_per_gpu_batch():
+  """batch_gpu=4 on a batch of 8 equals running the layer on each half separately."""
   x = jnp.asarray(np.random.default_rng(5).normal(size=(8, 4, 4, 6)), jnp.float32)
-  sharded = minibatch_stddev(x, 2, 1, shard_size=4)
+  sharded = minibatch_stddev(x, 2, 1, batch_gpu=4)
   separate = jnp.concatenate([minibatch_stddev(x[:4], 2, 1), minibatch_stddev(x[4:], 2, 1)])
   np.testing.assert_allclose(sharded, separate, atol=1e-6)
-  with pytest.raises(ValueError, match='batch 8 is not divisible by the shard size 3'):
-    minibatch_stddev(x, 2, 1, shard_size=3)
+  with pytest.raises(ValueError, match='batch 8 is not divisible by batch_gpu 3'):
+    minibatch_stddev(x, 2, 1, batch_gpu=3)

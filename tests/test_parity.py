@@ -44,7 +44,7 @@ def test_sg2jax_side_starts_from_the_initial_snapshot(tmp_path):
   for name in ('G', 'D', 'G_ema'):
     jax.tree.map(np.testing.assert_array_equal, exp.transfer[name], official[name].variables)
   cfg = exp.step_template
-  assert (cfg.batch_size, cfg.mbstd_shard_size, cfg.style_mixing_prob, cfg.r1_gamma,
+  assert (cfg.batch_size, cfg.batch_gpu, cfg.style_mixing_prob, cfg.r1_gamma,
           cfg.pl_weight, cfg.pl_batch_shrink, cfg.pl_decay, cfg.g_reg_interval,
           cfg.d_reg_interval, cfg.ema_kimg, cfg.ema_rampup) == (16, 16, 0.9, 0.5, 2.0, 2, 0.01,
                                                                4, 16, 1.0, None)

@@ -53,7 +53,7 @@ def test_derived_hyperparameters_follow_the_paper():
 
 
 def test_lazy_regularization_schedule():
-  cfg = StepConfig(batch_size=32, pl_batch_shrink=2, mbstd_shard_size=4, style_mixing_prob=0.9,
+  cfg = StepConfig(batch_size=32, pl_batch_shrink=2, batch_gpu=4, style_mixing_prob=0.9,
                    r1_gamma=10, pl_weight=2, pl_decay=0.01, g_reg_interval=4,
                    d_reg_interval=16, ema_kimg=10, ema_rampup=None)
   table = phase_table(cfg)
@@ -245,6 +245,18 @@ def test_unknown_config_key_is_named(tmp_path):
                                                  'mean "total_kimg" instead of "totl_kimg"?')
 
 
+def test_an_out_of_range_value_stops_the_run_in_one_line_before_the_workdir_is_used(tmp_path):
+  workdir = tmp_path / 'run'
+  out = subprocess.run([sys.executable, '-m', 'sg2jax.main', '--config', 'experiments/demo.py',
+                        '--workdir', str(workdir), '--config.total_kimg=-1'],
+                       cwd=TESTS.parent, capture_output=True, text=True, timeout=120)
+  assert out.returncode == 1
+  assert out.stderr.strip().splitlines()[-1] == ('error: config.total_kimg=-1: must be >= 0; pass '
+                                                 'e.g. --config.total_kimg=25000')
+  assert 'Traceback' not in out.stderr
+  assert not (workdir / 'checkpoints').exists() and not (workdir / 'config.json').exists()
+
+
 def test_path_length_batch_is_shrunk_per_device_with_at_least_one_image():
   """The official rule per device: `max(1, per-device batch // pl_batch_shrink)` images on each;
   with one image per device the path-length batch is not shrunk, and G reg runs."""
@@ -262,6 +274,32 @@ def test_path_length_batch_is_shrunk_per_device_with_at_least_one_image():
   bench.run('g_reg')
   assert int(bench.state.step) == 0 and np.isfinite(float(bench.state.pl_mean))
   assert float(bench.state.pl_mean) > 0
+
+
+def test_the_experiment_is_built_once_with_each_check_run_once(monkeypatch):
+  """`build` makes one frozen `Experiment`; it checks the schedule's batches and resolves the
+  augmentation preset once per run."""
+  import dataclasses
+  from sg2jax.augment import AugmentSpec
+  from sg2jax.train import build as build_module
+  calls = {'check_batches': 0, 'from_preset': 0}
+  check_batches, from_preset = build_module.check_batches, AugmentSpec.from_preset.__func__
+
+  def counted(name, function):
+    def call(*args):
+      calls[name] += 1
+      return function(*args)
+    return call
+
+  monkeypatch.setattr(build_module, 'check_batches', counted('check_batches', check_batches))
+  monkeypatch.setattr(AugmentSpec, 'from_preset', classmethod(counted('from_preset',
+                                                                      from_preset)))
+  exp = build(tiny(augment='ada', augment_pipe='bg'), make_mesh())
+  assert calls == {'check_batches': 1, 'from_preset': 1}
+  assert exp.augment.spec == from_preset(AugmentSpec, 'bg')
+  assert exp.data is not None and exp.loop.minibatch_repeats == 1 and exp.metrics.names == ()
+  with pytest.raises(dataclasses.FrozenInstanceError):
+    exp.data = None
 
 
 def test_batch_not_divisible_by_devices():

@@ -2,6 +2,8 @@
 §7.8-§7.9: the new run starts from the file's networks with fresh optimizers, contradicting keys
 are one clear error, a restart resumes bit-exactly, and frozen layers keep their weights."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import jax
@@ -28,8 +30,8 @@ CONVERTED = DATA / 'old_format' / 'converted'  # `sg2jax.convert` of ADA_PKL (sg
 
 
 def finetune(resume_from, **overrides):
-  """A tiny run on 32x32 generated shapes from `resume_from`, every network key at its
-  `experiments/base.py` default (so the networks come from the file)."""
+  """A tiny run on 32x32 generated shapes from `resume_from`, no network key set (so the
+  networks come from the file) unless `overrides` sets one."""
   config = base.get_config()
   return set_keys(config, **{
       'resume_from': str(resume_from), 'data.source': 'shapes', 'data.num_images': 64,
@@ -124,6 +126,31 @@ def test_contradicting_keys_are_one_line_naming_both_values(tmp_path):
     build(folder(32, 'L'))
   with pytest.raises(FileNotFoundError, match='not found'):
     build(finetune(DATA / 'no_such.pkl'))
+
+
+def test_a_key_set_to_its_default_value_is_compared_with_the_file():
+  """A network key counts as set when the config assigns it, whatever its value: the default
+  conv_clamp (None) and channel_max (512) contradict the snapshot's 256 and 32. Left unset, the
+  same values are not used."""
+  with pytest.raises(ValueError) as error:
+    build(finetune(ADA_PKL, **{'G.conv_clamp': None, 'D.channel_max': 512}))
+  assert str(error.value).startswith(f'config.G.conv_clamp=None but resume_from {ADA_PKL} has '
+                                     f'256; config.D.channel_max=512 but resume_from')
+
+
+def test_a_contradicting_command_line_key_is_one_line_from_the_command(tmp_path):
+  """`--config.D.channel_max=512` (the default) on experiments/finetune.py is an error: exit
+  status 1, one line, no traceback, and nothing written to the workdir."""
+  out = subprocess.run(
+      [sys.executable, '-m', 'sg2jax.main', '--config', 'finetune.py', '--workdir',
+       str(tmp_path / 'run'), f'--config.resume_from={ADA_PKL}', '--config.data.source=shapes',
+       '--config.data.num_images=64', '--config.resolution=32', '--config.D.channel_max=512'],
+      capture_output=True, text=True, timeout=300)
+  assert out.returncode == 1, out.stderr[-3000:]
+  lines = out.stderr.strip().splitlines()
+  assert lines[-1].startswith(f'error: config.D.channel_max=512 but resume_from {ADA_PKL} has '
+                              f'32: the networks come from resume_from'), lines[-1]
+  assert 'Traceback' not in out.stderr and not (tmp_path / 'run' / 'config.json').exists()
 
 
 @pytest.mark.slow  # ~60 s; plain resume exactness is in the default run (test_train.py)

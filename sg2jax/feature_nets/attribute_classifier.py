@@ -92,7 +92,7 @@ class AttributeClassifier(nn.Module):
   TF `D_basic` at lod 0 without labels (module docstring). Params: `b{R}/fromrgb`,
   `b{r}/conv0`, `b{r}/conv1` (r = R .. 8), `b4/conv`, `b4/fc`, `b4/out`, each `weight`, `bias`.
   A minibatch-stddev layer (none in the released classifiers) groups the samples of the whole
-  batch it is given, as `minibatch_stddev` without a shard size.
+  batch it is given, as `minibatch_stddev` without `batch_gpu`.
   """
   resolution: int = 256
   num_channels: int = 3

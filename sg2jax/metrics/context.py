@@ -46,6 +46,7 @@ from sg2jax.feature_nets.lpips import load_lpips_weights
 from sg2jax.feature_nets.vgg16 import (VGG16, VGG16_WEIGHTS_URL, load_vgg16_weights,
                                        preprocess_imagenet)
 from sg2jax.metrics.fid import feature_moments, statistics_from_moments
+from sg2jax.networks.generator import fused_modconv, modconv_form
 from sg2jax.sharding import batch_sharded, replicated
 
 # Bump when a change alters cached real features.
@@ -159,18 +160,13 @@ def load_detector(name: str, path: Optional[str | Path]) -> Detector:
     raise ValueError(f'{flag} {path}: {e}') from None
 
 
-def metric_generator(generator: nn.Module) -> nn.Module:
-  """The generator as the metrics run it: in float32 (REFERENCE.md §5.6), modulating activations.
-
-  The fused form gives the same values (tested), but XLA's SPMD partitioner (jax 0.10.2)
-  mis-splits its grouped convolution when the batch is sharded ("output feature dimension not
-  divisible by feature_group_count"); modulating activations partitions like any convolution.
-  """
+def metric_generator(generator: nn.Module, mesh: Mesh) -> nn.Module:
+  """The generator as the metrics run it on `mesh`: in float32 (REFERENCE.md §5.6), its
+  modulated convolutions in the form `fused_modconv` picks for generation on the mesh's devices
+  (modulating activations when the batch is split over several)."""
   if getattr(generator, 'dtype', 'float32') != 'float32':
     generator = generator.clone(dtype='float32')
-  if getattr(generator, 'fused_modconv', False):
-    generator = generator.clone(fused_modconv=False)
-  return generator
+  return modconv_form(generator, fused_modconv(training=False, devices=list(mesh.devices.flat)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -289,7 +285,7 @@ class MetricContext:
       suggestion = max(devices, batch_size // devices * devices)
       raise ValueError(f'--batch-size {batch_size} is not a positive multiple of the {devices} '
                        f'devices; use e.g. --batch-size {suggestion}')
-    generator = metric_generator(generator)
+    generator = metric_generator(generator, mesh)
     self.generator, self.mesh, self.batch_size = generator, mesh, batch_size
     self.source, self.mirror, self.progress = source, mirror, progress
     self.num_images = 0 if source is None else (

@@ -55,7 +55,7 @@ def metric_programs(names: Sequence[str], generator, mesh: Mesh, batch_size: int
   for no names. Linear separability's classifiers are not included (their 40 files)."""
   if not names:
     return []
-  generator = metric_generator(generator)
+  generator = metric_generator(generator, mesh)
   g_variables = abstract_variables(generator)
   key_data = jax.ShapeDtypeStruct((2,), jnp.uint32)
   c_dim = generator.c_dim

@@ -58,14 +58,14 @@ class DiscriminatorEpilogue(nn.Module):
 
   @nn.compact
   def __call__(self, x: Optional[jnp.ndarray], img: jnp.ndarray, cmap: Optional[jnp.ndarray],
-               mbstd_shard_size: Optional[int] = None) -> jnp.ndarray:
+               batch_gpu: Optional[int] = None) -> jnp.ndarray:
     if self.has_fromrgb:
       y = EqualizedConv(self.in_channels, 1, activation='lrelu', conv_clamp=self.conv_clamp,
                         name='fromrgb')(img)
       x = y if x is None else x + y
     x = x.astype(jnp.float32)
     if self.mbstd_num_channels > 0:
-      x = minibatch_stddev(x, self.mbstd_group_size, self.mbstd_num_channels, mbstd_shard_size)
+      x = minibatch_stddev(x, self.mbstd_group_size, self.mbstd_num_channels, batch_gpu)
     x = EqualizedConv(self.in_channels, 3, activation='lrelu', conv_clamp=self.conv_clamp,
                       name='conv')(x)
     # NHWC flatten: (h, w, c) order; the official (c, h, w) order is permuted at conversion.
@@ -116,10 +116,10 @@ class Discriminator(nn.Module):
 
   @nn.compact
   def __call__(self, img: jnp.ndarray, c: Optional[jnp.ndarray] = None,
-               mbstd_shard_size: Optional[int] = None, lod=0.0,
+               batch_gpu: Optional[int] = None, lod=0.0,
                resolution: Optional[int] = None, remat: bool = False) -> jnp.ndarray:
-    """Logits `[N, 1]`; `mbstd_shard_size`: minibatch-stddev groups form within consecutive
-    shards of this many samples (the per-GPU batch of the official runs), default the batch.
+    """Logits `[N, 1]`; `batch_gpu`: minibatch-stddev groups form within consecutive parts of
+    this many samples (the per-GPU batch of the official runs), default the whole batch.
     `lod` and `resolution` as the progressive discriminators take them: ignored / None or R.
     `remat`: each block's intermediates are computed again in the backward pass
     (`layers.call_block`)."""
@@ -152,4 +152,4 @@ class Discriminator(nn.Module):
         channels(4), cmap_dim=cmap_dim, img_channels=self.img_channels,
         has_fromrgb=self.architecture == 'skip' or r == 4,
         mbstd_group_size=self.mbstd_group_size, mbstd_num_channels=self.mbstd_num_channels,
-        conv_clamp=self.conv_clamp, name='b4')(x, img, cmap, mbstd_shard_size)
+        conv_clamp=self.conv_clamp, name='b4')(x, img, cmap, batch_gpu)

@@ -1,6 +1,6 @@
 """Generator = mapping + synthesis, and style mixing (REFERENCE.md §1.5-§1.7)."""
 
-from typing import Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import flax.linen as nn
 import jax
@@ -30,6 +30,40 @@ def sample_mixing_cutoff(key: jax.Array, num_ws: int, mixing_prob: float) -> jnp
   key_prob, key_cutoff = jax.random.split(key)
   cutoff = jax.random.randint(key_cutoff, (), 1, num_ws)
   return jnp.where(jax.random.uniform(key_prob, ()) < mixing_prob, cutoff, num_ws)
+
+
+def fused_modconv(training: bool, devices: Sequence[Any]) -> bool:
+  """THE rule for the form of the modulated convolutions (REFERENCE.md §1.4), which every caller
+  uses: training (`sg2jax.train.build`), the metrics, the projector and `sg2jax.generate
+  --modconv auto`.
+
+  Fused (each sample's modulated weights, one grouped convolution over the batch) only to run G
+  outside training on a single device that is not a CPU; modulating the activations around the
+  shared weights everywhere else:
+  - training: the official training uses the non-fused form (ADA picks the fused one only
+    outside training, REFERENCE.md §1.4);
+  - a batch sharded over several devices: XLA's SPMD partitioner cannot split the fused form's
+    grouped convolution, whose groups come from the batch ("output feature dimension not
+    divisible by feature_group_count", jax 0.10.2);
+  - XLA:CPU runs grouped convolutions slowly (generation 1.5x slower, config F at 64x64, batch
+    8; README "Training speed").
+  The values are the same either way, up to float rounding (tests/test_ops.py,
+  test_generator.py, test_sampling.py).
+
+  Args:
+    training: G is being trained (its weights get gradients).
+    devices: the devices the batch is split over (their platform, e.g. a compile-only TPU's
+      'tpu', not the host's backend, decides).
+  """
+  return not training and len(devices) == 1 and devices[0].platform != 'cpu'
+
+
+def modconv_form(generator: nn.Module, fused: bool) -> nn.Module:
+  """`generator` computing its modulated convolutions fused or not (`fused_modconv` decides);
+  generators without modulated convolutions (StyleGAN, config A) as they are."""
+  if not hasattr(generator, 'fused_modconv') or generator.fused_modconv == fused:
+    return generator
+  return generator.clone(fused_modconv=fused)
 
 
 class GeneratorInterface(nn.Module):
@@ -103,9 +137,9 @@ class Generator(GeneratorInterface):
   conv_clamp: Optional[float] = None  # ADA presets use 256; the paper (TF) none
   resample_filter: Sequence[float] = (1, 3, 3, 1)
   use_noise: bool = True
-  # Modulate the weights (one grouped conv) or the activations: same values. Use False under jit
-  # with a batch sharded over devices: XLA's SPMD partitioner (JAX 0.10) cannot split a grouped
-  # convolution whose groups come from the batch (training and sg2jax.eval do so).
+  # Modulate the weights (one grouped conv) or the activations: the same values. Whoever runs a
+  # generator sets this with `modconv_form` (the rule, `fused_modconv`); True is the official
+  # networks' stored setting, what a network built from a config alone computes with.
   fused_modconv: bool = True
   dtype: str = 'float32'  # compute dtype of the synthesis convolutions; params stay float32
 

@@ -97,7 +97,7 @@ class ProgressiveGenerator(GeneratorInterface):
   conv_clamp: Optional[float] = None
   resample_filter: Sequence[float] = (1, 3, 3, 1)
   use_noise: bool = True
-  fused_modconv: bool = True
+  fused_modconv: bool = True  # as `Generator.fused_modconv`: set with `modconv_form`
   dtype: str = 'float32'
 
   progressive = True

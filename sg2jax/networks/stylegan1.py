@@ -324,10 +324,10 @@ class DHeadBase(nn.Module):
   def from_rgb(self, img):
     return self.fromrgb(img)
 
-  def __call__(self, x, mbstd_shard_size=None):
+  def __call__(self, x, batch_gpu=None):
     x = x.astype(jnp.float32)
     if self.mbstd_num_channels > 0:
-      x = minibatch_stddev(x, self.mbstd_group_size, self.mbstd_num_channels, mbstd_shard_size)
+      x = minibatch_stddev(x, self.mbstd_group_size, self.mbstd_num_channels, batch_gpu)
     x = self.conv(x)
     return self.out(self.fc(x.reshape(x.shape[0], -1)))  # NHWC flatten; converter permutes
 
@@ -379,7 +379,7 @@ class GrowingDiscriminatorBase(nn.Module):
     super().__post_init__()
 
   @nn.compact
-  def __call__(self, img, c=None, mbstd_shard_size=None, lod=0.0, resolution=None,
+  def __call__(self, img, c=None, batch_gpu=None, lod=0.0, resolution=None,
                remat=False):
     r_max = self.img_resolution
     check_images(img, r_max, self.img_channels)
@@ -401,7 +401,7 @@ class GrowingDiscriminatorBase(nn.Module):
       x = call_block(block, x, remat=remat)
       if r == top:
         x = lerp(x, entry(r // 2), lod - level)
-    return head(x, mbstd_shard_size)
+    return head(x, batch_gpu)
 
 
 class BasicDiscriminator(GrowingDiscriminatorBase):

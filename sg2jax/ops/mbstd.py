@@ -18,7 +18,7 @@ def minibatch_group_size(batch_size: int, group_size: Optional[int]) -> int:
 
 
 def minibatch_stddev(x: jnp.ndarray, group_size: Optional[int] = 4, num_channels: int = 1,
-                     shard_size: Optional[int] = None) -> jnp.ndarray:
+                     batch_gpu: Optional[int] = None) -> jnp.ndarray:
   """Appends the minibatch standard deviation as `num_channels` extra feature maps.
 
   With `G = min(group_size, N)`, `n = N / G`, `F = num_channels`, `c = C / F`:
@@ -29,30 +29,30 @@ def minibatch_stddev(x: jnp.ndarray, group_size: Optional[int] = 4, num_channels
   4. Append it, constant over `H x W`, to every member of the group.
   Computed in float32 whatever the input dtype; returned in the input dtype.
 
-  With `shard_size`, the batch is first cut into consecutive shards of that many samples (one
-  per official GPU) and the groups form within each shard, as when every GPU runs D on its own
+  With `batch_gpu` (the official per-GPU batch), the batch is first cut into consecutive parts
+  of that many samples and the groups form within each part, as when every GPU runs D on its own
   part of the batch (REFERENCE.md §2.6). A global batch sharded over devices then gives the same
   groups whatever the number of devices.
 
   Args:
     x: `[N, H, W, C]`.
-    group_size: at most this many samples per group; None for the whole batch (shard).
+    group_size: at most this many samples per group; None for the whole per-GPU batch.
     num_channels: number of extra channels `F`; must divide `C`.
-    shard_size: samples per shard, or None for one shard (the whole batch).
+    batch_gpu: samples per GPU, or None for one GPU (the whole batch).
 
   Returns:
     `[N, H, W, C + F]`.
 
   Raises:
-    ValueError: if the batch is not divisible by the group size (or the shard size), or `F`
+    ValueError: if the batch is not divisible by the group size (or by `batch_gpu`), or `F`
       does not divide `C`.
   """
-  if shard_size is not None and shard_size < x.shape[0]:
-    if x.shape[0] % shard_size:
-      raise ValueError(f'minibatch stddev: batch {x.shape[0]} is not divisible by the shard size '
-                       f'{shard_size} (batch_gpu); make batch_size a multiple of batch_gpu')
-    shards = x.reshape((x.shape[0] // shard_size, shard_size) + x.shape[1:])  # [S, B, H, W, C]
-    y = jax.vmap(lambda s: minibatch_stddev(s, group_size, num_channels))(shards)
+  if batch_gpu is not None and batch_gpu < x.shape[0]:
+    if x.shape[0] % batch_gpu:
+      raise ValueError(f'minibatch stddev: batch {x.shape[0]} is not divisible by batch_gpu '
+                       f'{batch_gpu}; make batch_size a multiple of batch_gpu')
+    gpus = x.reshape((x.shape[0] // batch_gpu, batch_gpu) + x.shape[1:])  # [GPUs, B, H, W, C]
+    y = jax.vmap(lambda part: minibatch_stddev(part, group_size, num_channels))(gpus)
     return y.reshape((x.shape[0],) + y.shape[2:])
   n_total, h, w, c_total = x.shape
   g = minibatch_group_size(n_total, group_size)

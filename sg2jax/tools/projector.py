@@ -49,6 +49,7 @@ from PIL import Image
 
 from sg2jax.feature_nets.lpips import features_distance, lpips_features, load_lpips_weights
 from sg2jax.images import to_uint8
+from sg2jax.networks.generator import fused_modconv, modconv_form
 from sg2jax.ops.pyramid import downsample_box
 from sg2jax.sharding import DATA_AXIS, batch_sharded, make_mesh, replicated
 from sg2jax.tools.sampling import class_labels, layer_resolutions
@@ -425,16 +426,12 @@ def project(generator: nn.Module, variables: dict, targets: np.ndarray, *,
     raise ValueError('on_chunk and record_frames need chunk_steps (the steps between reports)')
   num_targets = len(targets)
   labels = class_labels(generator.c_dim, class_idx, 1)
-  # Modulate activations, not weights: the same numbers (tested in test_generator.py), and plain
-  # batched convolutions. With the batch sharded, XLA's SPMD partitioner rejected the fused form's
-  # grouped convolution (jax 0.10.2 on CPU: "output feature dimension ... divisible by
-  # feature_group_count").
-  generator = generator.clone(fused_modconv=False)
   chunk = settings.num_steps if chunk_steps is None else min(int(chunk_steps), settings.num_steps)
   if chunk < 1:
     raise ValueError(f'chunk_steps {chunk_steps} must be at least 1')
 
   devices = list(jax.local_devices() if devices is None else devices)[:num_targets]
+  generator = modconv_form(generator, fused_modconv(training=False, devices=devices))
   mesh = make_mesh(devices)
   batch = math.ceil(num_targets / len(devices)) * len(devices)
   padded = np.concatenate([targets, np.repeat(targets[-1:], batch - num_targets, axis=0)])

@@ -8,6 +8,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
+from sg2jax.networks.generator import fused_modconv, modconv_form
 from sg2jax.networks.synthesis import check_choice, NOISE_MODES
 
 
@@ -43,17 +44,16 @@ MODCONV_FORMS = ('auto', 'fused', 'unfused')
 def with_modconv(generator: nn.Module, form: str = 'auto') -> nn.Module:
   """`generator` with its modulated convolutions in `form` (same values up to float rounding):
   - 'fused': a per-sample modulated kernel, one grouped convolution (the official default);
-  - 'unfused': the shared kernel between per-sample scalings of the input and output channels,
-    1.5x faster on XLA:CPU (config F at 64x64, batch 8; README "Training speed"), where
-    grouped convolutions are slow;
-  - 'auto': 'unfused' on the CPU backend, 'fused' on GPUs and TPUs (`benchmarks/accelerator.py`
-    reports the generation speed of both on a chip).
+  - 'unfused': the shared kernel between per-sample scalings of the input and output channels;
+  - 'auto': as `sg2jax.networks.generator.fused_modconv` decides for generating on this
+    process's first device (the one a jitted call runs on): unfused on the CPU backend, where
+    grouped convolutions are slow, fused on a GPU or TPU (`benchmarks/accelerator.py` reports
+    the generation speed of both on a chip).
   Networks without modulated convolutions (StyleGAN, config A) are returned as they are."""
   check_choice(form, MODCONV_FORMS, 'modconv form')
-  if not hasattr(generator, 'fused_modconv'):
-    return generator
-  fused = jax.default_backend() != 'cpu' if form == 'auto' else form == 'fused'
-  return generator.clone(fused_modconv=fused)
+  if form == 'auto':
+    return modconv_form(generator, fused_modconv(training=False, devices=jax.local_devices()[:1]))
+  return modconv_form(generator, form == 'fused')
 
 
 def class_labels(c_dim: int, class_idx: Optional[int], count: int) -> Optional[np.ndarray]:

@@ -76,7 +76,7 @@ class StepConfig:
   """What the phases need besides the networks and optimizers (made by `train/build.py`)."""
   batch_size: int
   pl_batch_shrink: int
-  mbstd_shard_size: Optional[int]
+  batch_gpu: Optional[int]  # the official per-GPU batch: minibatch-stddev groups form within it
   style_mixing_prob: float
   r1_gamma: float
   pl_weight: float
@@ -198,7 +198,7 @@ def synthesize(models: Models, cfg: StepConfig, g_vars: dict, ws, key_noise, lod
 
 
 def discriminate(models: Models, cfg: StepConfig, d_vars: dict, img, c, lod):
-  return models.discriminator.apply(d_vars, img, c, cfg.mbstd_shard_size, lod=lod,
+  return models.discriminator.apply(d_vars, img, c, cfg.batch_gpu, lod=lod,
                                     resolution=cfg.resolution, remat=cfg.remat == 'blocks')
 
 
