@@ -487,7 +487,8 @@ def load_run_config(path: str | Path) -> ml_collections.ConfigDict:
   defaults with the saved values on top (keys added since the run was saved keep their
   defaults; a saved key that no longer exists is an error naming it)."""
   from experiments import base  # the defaults, read here only
-  path = Path(path)
+  from sg2jax.storage import as_path
+  path = as_path(path)
   if path.is_dir():
     path = path / CONFIG_FILE
   if not path.is_file():
