@@ -194,7 +194,8 @@ def test_bucket_errors_are_one_line_saying_what_to_do(gcs, tmp_path):
   assert line.startswith('no permission for gs://theirs: ') and 'roles/storage.objectAdmin' in line
   from google.auth.exceptions import DefaultCredentialsError
   line = storage.cloud_error_line(DefaultCredentialsError('Could not find credentials'), 'gs://b/x')
-  assert line.startswith('no Google Cloud credentials') and 'gcloud auth application-default' in line
+  assert line.startswith('no Google Cloud credentials')
+  assert 'gcloud auth application-default' in line
   folder = tmp_path / 'images'
   folder.mkdir()
   Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / 'a.png')
@@ -229,12 +230,15 @@ def step_objects(gcs: Emulator, prefix: str) -> dict[int, bool]:
 
 
 @pytest.mark.slow
-def test_kill_9_in_the_middle_of_a_save_to_the_bucket(gcs, bucket_run, tmp_path, caplog):
+def test_kill_9_in_the_middle_of_a_save_to_the_bucket(gcs, bucket_run, tmp_path, caplog,
+                                                     monkeypatch):
   """SIGKILL while a checkpoint is being written to the bucket (its objects there, its commit
-  mark not yet): the previous checkpoint restores; the next run moves the cut-short one aside,
-  resumes from the previous one and trains on."""
+  mark not yet): the previous checkpoint restores; the next run takes over the killed run's
+  lock once it is stale, moves the cut-short checkpoint aside, resumes from the previous one
+  and trains on."""
   from sg2jax.train.loop import train_and_evaluate
   _, _, data = bucket_run
+  monkeypatch.setenv('SG2JAX_LOCK_TIMEOUT', '30')  # the killed run's lock: stale after 30 s
   prefix = 'runs/killed'
   log = tmp_path / 'killed.log'
   proc = subprocess.Popen(training_command(gcs.gs(prefix), '--config.data.source=zip',
@@ -265,6 +269,10 @@ def test_kill_9_in_the_middle_of_a_save_to_the_bucket(gcs, bucket_run, tmp_path,
   interrupted, previous = killed
   print(f'killed in the save of step {interrupted}; newest finished: {previous}')
   assert interrupted > previous
+  assert f'{prefix}/.lock' in gcs.objects(prefix)  # nothing released it
+  with pytest.raises(WorkdirInUseError, match='older than 30 s'):
+    train_and_evaluate(bucket_config(data, interrupted + 1), gcs.gs(prefix))
+  time.sleep(30)
   caplog.set_level(logging.INFO)
   state = train_and_evaluate(bucket_config(data, interrupted + 1), gcs.gs(prefix))
   assert f'resumed from step {previous} ' in caplog.text
@@ -285,7 +293,8 @@ def distributed_run(workdir: str, data: str, steps: int, log: Path,
       ['--xla_force_host_platform_device_count=2']))
   procs = [subprocess.Popen(
       training_command(workdir, '--config.data.source=zip', f'--config.data.path={data}',
-                       f'--config.total_kimg={kimg(steps)}', f'--coordinator_address=127.0.0.1:{port}',
+                       f'--config.total_kimg={kimg(steps)}',
+                       f'--coordinator_address=127.0.0.1:{port}',
                        '--num_processes=2', f'--process_id={i}'),
       env=env, stdout=open(f'{log}.{i}', 'w'), stderr=subprocess.STDOUT) for i in range(2)]
   try:
