@@ -199,9 +199,16 @@ class TrainCheckpoints:
         step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))['state']
 
   def restore_raw_state(self, step: int) -> dict:
-    """The state as nested dicts of arrays, without a target (for tools: no optimizer needed)."""
+    """The state as nested dicts of arrays, without a target (for tools: no optimizer needed),
+    on this process's first device whatever devices saved it (a slice's checkpoint is read on
+    one VM)."""
+    stored = ocp.StandardCheckpointer().metadata(self.directory / str(step) / 'state')
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device)
+        if hasattr(m, 'shape') else m, stored.item_metadata.tree)
     return self.manager.restore(
-        step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))['state']
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))['state']
 
   def close(self) -> None:
     self.manager.wait_until_finished()

@@ -339,3 +339,23 @@ def test_two_processes_on_one_bucket_workdir_stop_together_and_resume_exactly(
     states.append(flatten_variables(checkpoints.restore_raw_state(steps)))
     checkpoints.close()
   assert_same_leaves(*states)
+
+
+@pytest.mark.slow
+def test_eval_reads_a_bucket_workdir_and_writes_results_and_cache_there(gcs, bucket_run):
+  """`sg2jax.eval` on a `gs://` workdir (its config.json names a `gs://` dataset): metrics.jsonl,
+  TensorBoard events and the real-feature cache land in a `gs://` outdir; a second evaluation
+  reads the cached features back from the bucket."""
+  from sg2jax import eval as eval_cli
+  workdir, _, _ = bucket_run
+  outdir = gcs.gs('eval/first')
+  for _ in range(2):
+    assert eval_cli.main(['--metric', 'fd_vgg2k', '--workdir', workdir, '--num-samples', '16',
+                          '--batch-size', '8', '--outdir', outdir, '--no-progress']) == 0
+  names = gcs.objects('eval/first')
+  records = [json.loads(line) for line in
+             storage.as_path(outdir + '/metrics.jsonl').read_text().splitlines()]
+  assert [r['metric'] for r in records] == ['fd_vgg2k', 'fd_vgg2k']
+  assert records[0]['value'] == records[1]['value'] and records[0]['step'] == STEPS
+  assert any(n.startswith('eval/first/metric_cache/reals-') for n in names)
+  assert any(n.startswith('eval/first/events.out.tfevents.') for n in names)
