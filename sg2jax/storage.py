@@ -59,6 +59,10 @@ def configure() -> None:
       sys.modules['gcsfs'].GCSFileSystem.clear_instance_cache()
   _configured = emulator
   os.environ.setdefault('EPATH_USE_TF', 'false')
+  # epath caches its "use TensorFlow?" answer the first time any path (a local one too) picks a
+  # backend: ask again now that the variable is set.
+  from etils.epath import gpath
+  gpath._is_tf_installed.cache_clear()
   os.environ.setdefault('GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT', 'false')
   import fsspec
   options = fsspec.config.conf.setdefault('gs', {})
@@ -300,7 +304,9 @@ def require_bucket(path: PathLike) -> None:
   bucket = bucket_of(path)
   fs = filesystem()
   try:
-    fs.call('GET', f'{fs._location}/storage/v1/b/{bucket}', json_out=True)
+    # Listing needs only storage.objects.list (in the object roles), reading the bucket's
+    # own metadata would need storage.buckets.get.
+    fs.call('GET', f'{fs._location}/storage/v1/b/{bucket}/o', maxResults=1, json_out=True)
   except FileNotFoundError:
     raise FileNotFoundError(
         f'bucket gs://{bucket} does not exist: create it with `gcloud storage buckets create '

@@ -121,6 +121,18 @@ def test_a_bad_newest_checkpoint_in_the_bucket_is_moved_aside_and_resume_is_exac
   assert_same_leaves(state_leaves(state), leaves)
 
 
+def test_gs_paths_go_through_gcsfs_even_after_local_epath_paths(gcs, tmp_path):
+  """epath remembers whether to use TensorFlow's gfile the first time any path picks a backend
+  (orbax's local paths, other tests); sg2jax's storage settings win all the same."""
+  from etils import epath
+  from etils.epath import backend
+  assert not epath.Path(tmp_path / 'nothing').exists()
+  storage._configured = None  # as in a process that used local epath paths first
+  path = storage.as_path(gcs.gs('probe.txt'))
+  path.write_text('probe')
+  assert path._backend is backend.fsspec_backend and path.read_text() == 'probe'
+
+
 def test_the_bucket_lock_refuses_a_second_run_and_takes_over_a_stale_one(gcs):
   workdir = gcs.gs('runs/locked')
   first = BucketLock(workdir, timeout=600).acquire()
