@@ -181,6 +181,13 @@ def _objects(path: PathLike) -> list[str]:
   return filesystem().find(os.fspath(path)[len(GS):].rstrip('/') + '/')
 
 
+def remote_files(folder: PathLike) -> list[str]:
+  """Names (relative, '/'-separated) of every object under a `gs://` folder, in one listing
+  (epath refuses recursive globs on Cloud Storage)."""
+  prefix = os.fspath(folder)[len(GS):].rstrip('/') + '/'
+  return [name[len(prefix):] for name in _objects(folder)]
+
+
 def copy_tree(source: PathLike, target: PathLike) -> None:
   """Copies every object under `source` to the same names under `target` (server-side
   copies; the objects are only listed, never downloaded)."""

@@ -94,7 +94,8 @@ def test_a_run_in_the_bucket_writes_its_whole_workdir_there(gcs, bucket_run):
     np.testing.assert_array_equal(value, leaves[f'g_ema/{key}'], err_msg=key)
 
 
-@pytest.mark.parametrize('damage', ['damaged', 'unfinished'])
+# 'unfinished' is what test_kill_9_in_the_middle_of_a_save_to_the_bucket makes for real: slow.
+@pytest.mark.parametrize('damage', ['damaged', pytest.param('unfinished', marks=pytest.mark.slow)])
 def test_a_bad_newest_checkpoint_in_the_bucket_is_moved_aside_and_resume_is_exact(
     gcs, bucket_run, damage, caplog):
   """`damaged`: a data object of the newest checkpoint is gone (tools skip it, training moves it
@@ -119,6 +120,30 @@ def test_a_bad_newest_checkpoint_in_the_bucket_is_moved_aside_and_resume_is_exac
   assert any(n.startswith(f'runs/{damage}/checkpoints/5.{damage}-') for n in names)
   assert f'runs/{damage}/checkpoints/5/commit_success.txt' in names  # saved again
   assert_same_leaves(state_leaves(state), leaves)
+
+
+def test_a_folder_dataset_in_the_bucket_reads_as_the_local_one(gcs, tmp_path):
+  """dataset_tool writes a folder to the bucket; FolderSource and ZipSource
+  read the bucket's copies image for image as the local ones."""
+  from sg2jax.data.prepare import convert_dataset
+  from sg2jax.data.sources import FolderSource, ZipSource
+  folder = tmp_path / 'images'
+  folder.mkdir()
+  rng = np.random.default_rng(1)
+  for i in range(5):
+    Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(folder / f'{i}.png')
+  convert_dataset(folder, tmp_path / 'local', 8)
+  convert_dataset(folder, gcs.gs('datasets/folder'), 8)
+  convert_dataset(folder, tmp_path / 'local.zip', 8)
+  storage.upload(tmp_path / 'local.zip', gcs.gs('datasets/uploaded.zip'))
+  names = gcs.objects('datasets/folder')
+  assert 'datasets/folder/dataset.json' in names and len(names) == 6
+  pairs = ((FolderSource(tmp_path / 'local'), FolderSource(gcs.gs('datasets/folder'))),
+           (ZipSource(tmp_path / 'local.zip'), ZipSource(gcs.gs('datasets/uploaded.zip'))))
+  for local, remote in pairs:
+    assert len(local) == len(remote) == 5
+    for i in range(5):
+      np.testing.assert_array_equal(local[i]['image'], remote[i]['image'])
 
 
 def test_gs_paths_go_through_gcsfs_even_after_local_epath_paths(gcs, tmp_path):
@@ -180,10 +205,9 @@ def test_of_two_runs_starting_at_once_exactly_one_gets_the_lock(gcs):
 
 def test_tools_read_and_write_the_bucket(gcs, bucket_run):
   """export (workdir -> gs pickle), convert (gs pickle -> gs checkpoint), generate (from both,
-  to gs), and fine-tuning from the gs pickle (`resume_from`)."""
+  to gs)."""
   from sg2jax import convert, export, generate
-  from sg2jax.train.loop import train_and_evaluate
-  workdir, _, data = bucket_run
+  workdir, _, _ = bucket_run
   pkl, converted = gcs.gs('nets/first.pkl'), gcs.gs('nets/first-converted')
   assert export.main(['--network', workdir, '--out', pkl]) == 0
   assert convert.main(['--network', pkl, '--out', converted]) == 0
@@ -193,6 +217,16 @@ def test_tools_read_and_write_the_bucket(gcs, bucket_run):
   a, b = (np.asarray(Image.open(storage.as_path(gcs.gs(f'gen/{k}/seed0001.png')).open('rb')))
           for k in ('workdir', 'converted'))
   np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_fine_tuning_from_a_pickle_in_the_bucket(gcs, bucket_run):
+  """`resume_from` a `gs://` pickle (export's), into a `gs://` workdir."""
+  from sg2jax import export
+  from sg2jax.train.loop import train_and_evaluate
+  workdir, _, data = bucket_run
+  pkl = gcs.gs('nets/for-fine-tuning.pkl')
+  assert export.main(['--network', workdir, '--out', pkl]) == 0
   state = train_and_evaluate(bucket_config(data, 1, resume_from=pkl), gcs.gs('runs/finetune'))
   assert int(state.step) == 1
 

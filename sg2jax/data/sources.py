@@ -93,8 +93,11 @@ class FolderSource(ImageSource):
     self.root = storage.as_path(root)
     if not self.root.is_dir():
       raise FileNotFoundError(f'image folder {self.root} not found')
-    self.files = sorted(str(p.relative_to(self.root)).replace(os.sep, '/')
-                        for p in self.root.rglob('*') if p.suffix.lower() in IMAGE_EXTENSIONS)
+    if storage.is_remote(self.root):
+      names = storage.remote_files(self.root)
+    else:
+      names = [str(p.relative_to(self.root)).replace(os.sep, '/') for p in self.root.rglob('*')]
+    self.files = sorted(n for n in names if Path(n).suffix.lower() in IMAGE_EXTENSIONS)
     if not self.files:
       raise ValueError(f'{self.root} holds no images ({", ".join(IMAGE_EXTENSIONS)})')
     meta = self.root / 'dataset.json'
