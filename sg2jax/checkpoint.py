@@ -51,6 +51,7 @@ CHECKPOINT_DIR = 'checkpoints'
 LOCK_FILE = '.lock'
 DAMAGED = 'damaged'  # `checkpoints/<step>.damaged-<time>`: a checkpoint that did not restore
 UNFINISHED = 'unfinished'  # `checkpoints/<step>.unfinished-<time>`: a save a kill cut short
+MAX_UNFINISHED = 64  # moved aside per start (more are left for the next start)
 
 
 def _all_processes_agree(ok: bool) -> bool:
@@ -102,7 +103,7 @@ class TrainCheckpoints:
       storage.move_tree(source, target)
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices(f'sg2jax: checkpoint {step} moved aside')
-    if hasattr(self, 'manager'):
+    if hasattr(self, 'manager'):  # not yet made when `__init__` moves unfinished saves aside
       self.manager.reload()
     return target
 
@@ -114,8 +115,9 @@ class TrainCheckpoints:
       unfinished = sorted(int(p.name) for p in self.directory.iterdir()
                           if p.name.isdigit() and not ocp.step.is_checkpoint_finalized(p))
     if jax.process_count() > 1:  # every process moves (process 0 renames) the same steps
-      unfinished = [int(s) for s in multihost_utils.broadcast_one_to_all(
-          np.asarray(unfinished + [-1] * (64 - len(unfinished)), np.int64)[:64]) if s >= 0]
+      padded = np.full(MAX_UNFINISHED, -1, np.int64)  # a broadcast needs one shape everywhere
+      padded[:len(unfinished[:MAX_UNFINISHED])] = unfinished[:MAX_UNFINISHED]
+      unfinished = [int(s) for s in multihost_utils.broadcast_one_to_all(padded) if s >= 0]
     for step in unfinished:
       moved = self.move_aside(step, UNFINISHED)
       logging.warning('checkpoint %s was not finished (its save was cut short); moved it aside '
