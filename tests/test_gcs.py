@@ -5,9 +5,11 @@ workdir lock, the tools with `gs://` inputs and outputs, fine-tuning from a `gs:
 one-line errors. Every test checks that nothing connected anywhere but 127.0.0.1.
 
 The slow tests (`-m slow`) kill a run with SIGKILL in the middle of a save to the bucket, train
-two processes on one `gs://` workdir and stop one with SIGTERM, and run `eval` on the bucket.
+two processes on one `gs://` workdir and stop one with SIGTERM, and run `eval`, `project` and
+fine-tuning with bucket paths.
 """
 
+import io
 import json
 import logging
 import os
@@ -405,3 +407,23 @@ def test_eval_reads_a_bucket_workdir_and_writes_results_and_cache_there(gcs, buc
   assert records[0]['value'] == records[1]['value'] and records[0]['step'] == STEPS
   assert any(n.startswith('eval/first/metric_cache/reals-') for n in names)
   assert any(n.startswith('eval/first/events.out.tfevents.') for n in names)
+
+
+@pytest.mark.slow
+def test_project_and_generate_figures_with_bucket_paths(gcs, bucket_run):
+  """project: network, target and outdir in the bucket (images, npz files, the video uploaded);
+  generate --projected-w reads the bucket's projected_w.npz."""
+  from sg2jax import generate, project
+  workdir, _, _ = bucket_run
+  target = storage.as_path(gcs.gs('targets/t.png'))
+  buffer = io.BytesIO()
+  Image.fromarray(np.full((8, 8, 3), 128, np.uint8)).save(buffer, format='png')
+  target.write_bytes(buffer.getvalue())
+  assert project.main(['--network', workdir, '--target', str(target), '--outdir',
+                       gcs.gs('proj'), '--num-steps', '2', '--save-video',
+                       '--video-every', '1']) == 0
+  assert gcs.objects('proj') == ['proj/proj.mp4', 'proj/proj.png', 'proj/projected_noise.npz',
+                                 'proj/projected_w.npz', 'proj/target.png']
+  assert generate.main(['--network', workdir, '--projected-w', gcs.gs('proj/projected_w.npz'),
+                        '--outdir', gcs.gs('proj-gen')]) == 0
+  assert gcs.objects('proj-gen') == ['proj-gen/proj00.png']
