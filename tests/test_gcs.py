@@ -2,7 +2,8 @@
 a dataset written there by dataset_tool, a run trained there (checkpoints through TensorStore,
 config.json, samples, TensorBoard events), damaged and cut-short checkpoints in the bucket, the
 workdir lock, the tools with `gs://` inputs and outputs, fine-tuning from a `gs://` pickle, and
-one-line errors. Every test checks that nothing connected anywhere but 127.0.0.1.
+one-line errors. Every test checks that nothing this process's Python code connected to was
+anywhere but 127.0.0.1 (tests/gcs_emulator.py says what that covers).
 
 The slow tests (`-m slow`) kill a run with SIGKILL in the middle of a save to the bucket, train
 two processes on one `gs://` workdir and stop one with SIGTERM, and run `eval`, `project` and
