@@ -15,6 +15,12 @@ A checkpoint damaged afterwards (a data file missing or truncated, metadata miss
 block a run: `TrainCheckpoints.restore_newest` reports it in one line, moves it aside as
 `checkpoints/<step>.damaged-<time>` (never deleting it) and restores the previous one. A workdir
 is trained by one run at a time: `WorkdirLock` holds an exclusive `flock` on `workdir/.lock`.
+
+On Cloud Storage (`gs://`, `sg2jax.storage`) orbax writes a checkpoint under its final name and
+marks it complete last (`commit_success.txt`): until then it is not a checkpoint. One left
+without the mark by a killed run is moved aside as `<step>.unfinished-<time>` when the next run
+opens the workdir, so that step can be saved again. The lock is then `BucketLock`: an object
+created only if absent, with a heartbeat.
 """
 
 import datetime
@@ -22,9 +28,11 @@ import fcntl
 import json
 import os
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
+from urllib.parse import quote
 
 import jax
 import numpy as np
@@ -32,6 +40,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
 
+from sg2jax import storage
 from sg2jax.formats.official import load_official_pickle
 from sg2jax.networks.weights import (NetworkWeights, abstract_variables, build_network,
                                      check_variables)
@@ -41,6 +50,8 @@ TRAIN_ITEMS = ('state', 'meta')
 CHECKPOINT_DIR = 'checkpoints'
 LOCK_FILE = '.lock'
 DAMAGED = 'damaged'  # `checkpoints/<step>.damaged-<time>`: a checkpoint that did not restore
+UNFINISHED = 'unfinished'  # `checkpoints/<step>.unfinished-<time>`: a save a kill cut short
+MAX_UNFINISHED = 64  # moved aside per start (more are left for the next start)
 
 
 def _all_processes_agree(ok: bool) -> bool:
@@ -58,8 +69,12 @@ class TrainCheckpoints:
   (even with SIGKILL during a save) leaves the previous checkpoint loadable.
   """
 
-  def __init__(self, workdir: str | Path, keep: int = 5, asynchronous: bool = True):
-    self.directory = Path(workdir).absolute() / CHECKPOINT_DIR
+  def __init__(self, workdir: str | Path, keep: int = 5, asynchronous: bool = True,
+               repair: bool = True):
+    """`repair`: move unfinished saves aside (training; tools only read finished ones)."""
+    self.directory = storage.absolute(workdir) / CHECKPOINT_DIR
+    if repair and storage.is_remote(self.directory):
+      self._move_aside_unfinished()
     self.manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=keep,
@@ -73,23 +88,40 @@ class TrainCheckpoints:
     """The finished checkpoints' steps, oldest first."""
     return sorted(self.manager.all_steps())
 
-  def move_aside(self, step: int) -> Path:
-    """Renames checkpoint `step` to `<step>.damaged-<time>` in the same folder (never deletes
+  def move_aside(self, step: int, why: str = DAMAGED) -> Path:
+    """Renames checkpoint `step` to `<step>.<why>-<time>` in the same folder (never deletes
     it), so the run resumes from the previous one and can save `step` again; returns the new
     path (process 0's name). Only process 0 renames; every process then forgets the step."""
     source = self.directory / str(step)
     stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
-    target = self.directory / f'{step}.{DAMAGED}-{stamp}'
+    target = self.directory / f'{step}.{why}-{stamp}'
     if jax.process_index() == 0:
       suffix = 0
       while target.exists():
         suffix += 1
-        target = self.directory / f'{step}.{DAMAGED}-{stamp}-{suffix}'
-      source.rename(target)
+        target = self.directory / f'{step}.{why}-{stamp}-{suffix}'
+      storage.move_tree(source, target)
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices(f'sg2jax: checkpoint {step} moved aside')
-    self.manager.reload()
+    if hasattr(self, 'manager'):  # not yet made when `__init__` moves unfinished saves aside
+      self.manager.reload()
     return target
+
+  def _move_aside_unfinished(self) -> None:
+    """Moves aside step folders without orbax's commit mark (object storage: a save cut short
+    writes under the final name), reporting each; locally orbax's temporary folders hold those."""
+    unfinished = []
+    if self.directory.exists():
+      unfinished = sorted(int(p.name) for p in self.directory.iterdir()
+                          if p.name.isdigit() and not ocp.step.is_checkpoint_finalized(p))
+    if jax.process_count() > 1:  # every process moves (process 0 renames) the same steps
+      padded = np.full(MAX_UNFINISHED, -1, np.int64)  # a broadcast needs one shape everywhere
+      padded[:len(unfinished[:MAX_UNFINISHED])] = unfinished[:MAX_UNFINISHED]
+      unfinished = [int(s) for s in multihost_utils.broadcast_one_to_all(padded) if s >= 0]
+    for step in unfinished:
+      moved = self.move_aside(step, UNFINISHED)
+      logging.warning('checkpoint %s was not finished (its save was cut short); moved it aside '
+                      'to %s', self.directory / str(step), moved.name)
 
   def restore_newest(self, read_state: Optional[Callable[[int, dict], Any]] = None,
                      check_meta: Optional[Callable[[dict], None]] = None,
@@ -169,9 +201,16 @@ class TrainCheckpoints:
         step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))['state']
 
   def restore_raw_state(self, step: int) -> dict:
-    """The state as nested dicts of arrays, without a target (for tools: no optimizer needed)."""
+    """The state as nested dicts of arrays, without a target (for tools: no optimizer needed),
+    on this process's first device whatever devices saved it (a slice's checkpoint is read on
+    one VM)."""
+    stored = ocp.StandardCheckpointer().metadata(self.directory / str(step) / 'state')
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device)
+        if hasattr(m, 'shape') else m, stored.item_metadata.tree)
     return self.manager.restore(
-        step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))['state']
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))['state']
 
   def close(self) -> None:
     self.manager.wait_until_finished()
@@ -179,14 +218,14 @@ class TrainCheckpoints:
 
 
 def is_training_workdir(path: str | Path) -> bool:
-  return (Path(path) / CHECKPOINT_DIR).is_dir()
+  return (storage.as_path(path) / CHECKPOINT_DIR).is_dir()
 
 
 def load_training_networks(workdir: str | Path, step: Optional[int] = None
                            ) -> dict[str, NetworkWeights]:
   """G, D and G_ema of a training run: its newest checkpoint that restores (a damaged one is
   reported and skipped, not moved: only training repairs a workdir), or `step`."""
-  checkpoints = TrainCheckpoints(workdir, asynchronous=False)
+  checkpoints = TrainCheckpoints(workdir, asynchronous=False, repair=False)
   if step is None:
     newest = checkpoints.restore_newest(move_damaged=False)
     if newest is None:
@@ -263,6 +302,148 @@ class WorkdirLock:
     self.release()
 
 
+LOCK_TIMEOUT_ENV = 'SG2JAX_LOCK_TIMEOUT'  # seconds without a heartbeat before a lock is stale
+LOCK_TIMEOUT = 600.0
+HEARTBEAT_SECONDS = 60.0
+
+
+def lock_timeout() -> float:
+  return float(os.environ.get(LOCK_TIMEOUT_ENV, LOCK_TIMEOUT))
+
+
+def _lock_record(token: str, started: str) -> bytes:
+  return json.dumps({'pid': os.getpid(), 'host': socket.gethostname(), 'started': started,
+                     'heartbeat': time.time(), 'token': token}).encode()
+
+
+def is_stale(record: dict, now: float, timeout: float) -> bool:
+  """A lock whose owner has not renewed it for `timeout` seconds (killed, or its host gone)."""
+  return now - float(record.get('heartbeat', 0)) > timeout
+
+
+class BucketLock:
+  """The one-run-per-workdir lock on Cloud Storage, which has no flock.
+
+  `workdir/.lock` is an object created only if absent (upload precondition
+  `ifGenerationMatch=0`: of two runs starting at once, exactly one gets it). It holds the
+  owner's host, pid and a heartbeat time that a thread renews every `heartbeat` seconds, each
+  renewal conditional on the generation the owner wrote last, so an owner notices a takeover.
+  A run that finds a lock whose heartbeat is older than `timeout` seconds (`SG2JAX_LOCK_TIMEOUT`,
+  default 600: a killed run's, which nothing released) deletes it, on the condition that it is
+  still that generation, and creates its own. `release` deletes the lock if it is still ours.
+  """
+
+  def __init__(self, workdir: str | Path, timeout: Optional[float] = None,
+               heartbeat: float = HEARTBEAT_SECONDS):
+    self.workdir = storage.as_path(workdir)
+    self.path = self.workdir / LOCK_FILE
+    self.timeout = lock_timeout() if timeout is None else timeout
+    self.heartbeat = min(heartbeat, self.timeout / 4)
+    self.token = f'{socket.gethostname()}-{os.getpid()}-{time.time_ns()}'
+    self.started = time.strftime('%Y-%m-%d %H:%M:%S %Z')
+    self.generation: Optional[str] = None
+    self._stop = threading.Event()
+    self._thread: Optional[threading.Thread] = None
+    self._fs = storage.filesystem()
+    self._bucket, _, self._key = os.fspath(self.path)[len(storage.GS):].partition('/')
+
+  def _object_url(self) -> str:
+    return f'{self._fs._location}/storage/v1/b/{self._bucket}/o/{quote(self._key, safe="")}'
+
+  def _upload(self, if_generation: str) -> str:
+    """Writes our record if the object's generation is `if_generation` ('0': absent); returns
+    the new generation. Raises FileExistsError when the precondition fails."""
+    out = self._fs.call(
+        'POST', f'{self._fs._location}/upload/storage/v1/b/{self._bucket}/o',
+        uploadType='media', name=self._key, ifGenerationMatch=if_generation,
+        data=_lock_record(self.token, self.started), json_out=True)
+    return str(out['generation'])
+
+  def _read(self) -> Optional[tuple[str, dict]]:
+    """(generation, record) of the lock object, or None without one."""
+    try:
+      info = self._fs.call('GET', self._object_url(), json_out=True)
+      _, data = self._fs.call('GET', self._object_url(), alt='media',
+                              generation=info['generation'])
+    except FileNotFoundError:
+      return None
+    try:
+      record = json.loads(data)
+    except ValueError:
+      record = {}
+    return str(info['generation']), record
+
+  def _refuse(self, record: dict, now: float) -> WorkdirInUseError:
+    age = now - float(record.get('heartbeat', now))
+    who = (f'pid {record.get("pid")} on {record.get("host")}, started {record.get("started")}, '
+           f'last heartbeat {age:.0f} s ago')
+    return WorkdirInUseError(
+        f'{self.workdir} is being trained by another process ({who}); wait for it to finish or '
+        f'stop it, or use another --workdir. A lock whose heartbeat is older than '
+        f'{self.timeout:.0f} s ({LOCK_TIMEOUT_ENV}) is taken over')
+
+  def acquire(self) -> 'BucketLock':
+    """Takes the lock (a stale one over), or raises WorkdirInUseError naming its owner."""
+    storage.require_bucket(self.workdir)
+    for _ in range(3):  # another run may take or drop the lock between our requests
+      found = self._read()
+      if found is not None:
+        generation, record = found
+        now = time.time()
+        if not is_stale(record, now, self.timeout):
+          raise self._refuse(record, now)
+        logging.warning('taking over the lock of %s: its owner (pid %s on %s) sent no heartbeat '
+                        'for %.0f s (more than %s=%.0f)', self.workdir, record.get('pid'),
+                        record.get('host'), now - float(record.get('heartbeat', 0)),
+                        LOCK_TIMEOUT_ENV, self.timeout)
+        try:
+          self._fs.call('DELETE', self._object_url(), ifGenerationMatch=generation)
+        except (FileExistsError, FileNotFoundError):
+          continue  # someone else changed or removed it first: look again
+      try:
+        self.generation = self._upload('0')
+      except FileExistsError:
+        continue
+      self._thread = threading.Thread(target=self._beat, daemon=True, name='sg2jax-lock')
+      self._thread.start()
+      return self
+    found = self._read()
+    raise self._refuse(found[1] if found else {}, time.time())
+
+  def _beat(self) -> None:
+    while not self._stop.wait(self.heartbeat):
+      try:
+        self.generation = self._upload(self.generation)
+      except FileExistsError:
+        logging.error('the lock of %s was taken over by another run; this run no longer owns '
+                      'the workdir', self.workdir)
+        return
+      except Exception as e:  # a network error: try again at the next beat
+        logging.warning('could not renew the lock of %s: %s', self.workdir, e)
+
+  def release(self) -> None:
+    if self._thread is None:
+      return
+    self._stop.set()
+    self._thread.join()
+    self._thread = None
+    try:
+      self._fs.call('DELETE', self._object_url(), ifGenerationMatch=self.generation)
+    except (FileExistsError, FileNotFoundError):
+      pass  # taken over: not ours to delete
+
+  def __enter__(self) -> 'BucketLock':
+    return self.acquire()
+
+  def __exit__(self, *exc) -> None:
+    self.release()
+
+
+def workdir_lock(workdir: str | Path) -> 'WorkdirLock | BucketLock':
+  """The lock for `workdir`: an flock locally, a `BucketLock` on Cloud Storage."""
+  return BucketLock(workdir) if storage.is_remote(workdir) else WorkdirLock(workdir)
+
+
 def _checkpointer() -> ocp.Checkpointer:
   return ocp.Checkpointer(ocp.CompositeCheckpointHandler(
       networks=ocp.JsonCheckpointHandler(), variables=ocp.StandardCheckpointHandler()))
@@ -275,7 +456,7 @@ def save_networks(directory: str | Path, networks: dict[str, NetworkWeights],
   Raises:
     FileExistsError: `directory` exists and `overwrite` is False.
   """
-  directory = Path(directory).absolute()
+  directory = storage.absolute(directory)
   if directory.exists() and not overwrite:
     raise FileExistsError(f'{directory} already exists; choose a new output directory or pass '
                           f'--overwrite')
@@ -291,13 +472,13 @@ def save_networks(directory: str | Path, networks: dict[str, NetworkWeights],
 
 
 def is_network_checkpoint(path: str | Path) -> bool:
-  path = Path(path)
+  path = storage.as_path(path)
   return path.is_dir() and all((path / item).is_dir() for item in NETWORK_ITEMS)
 
 
 def load_network_checkpoint(directory: str | Path) -> dict[str, NetworkWeights]:
   """Reads a checkpoint written by `save_networks`, checking every shape against its config."""
-  directory = Path(directory).absolute()
+  directory = storage.absolute(directory)
   checkpointer = _checkpointer()
   configs = checkpointer.restore(
       directory, ocp.args.Composite(networks=ocp.args.JsonRestore()))['networks']
@@ -321,7 +502,7 @@ def load_networks(path: str | Path) -> dict[str, NetworkWeights]:
   Returns:
     `{'G': ..., 'D': ..., 'G_ema': ...}` (those present) of `NetworkWeights(config, variables)`.
   """
-  path = Path(path)
+  path = storage.as_path(path)
   if not path.exists():
     raise FileNotFoundError(f'network {path} not found; pass an official .pkl, a directory '
                             f'written by `python -m sg2jax.convert`, or a training workdir')

@@ -108,6 +108,12 @@ def run(main: Callable[[], Optional[int]], argv: Optional[Sequence[str]] = None)
       raise
     sys.exit(f'error: out of memory ({str(e) or "MemoryError"}); use smaller inputs or batches, '
              f'or a machine with more memory ({DEBUG_FLAG} shows where)')
+  except Exception as e:  # Cloud Storage: credentials, permission
+    from sg2jax.storage import cloud_error_line
+    line = None if debug else cloud_error_line(e)
+    if line is None:
+      raise
+    sys.exit(f'error: {line}')
   sys.exit(status)
 
 
@@ -141,6 +147,10 @@ def output_dir(path: str | Path, flag: str = '--outdir') -> Path:
   Raises:
     ValueError: `path`, or a folder above it, is an existing file (one line naming it).
   """
+  from sg2jax import storage
+  if storage.is_remote(path):  # a bucket has no folders to create; objects make them
+    storage.require_bucket(path)
+    return storage.as_path(path)
   path = Path(path)
   for part in (path, *path.parents):
     if part.exists() and not part.is_dir():
@@ -197,7 +207,8 @@ def load_config(spec: Optional[str], workdir: Optional[str]) -> ml_collections.C
   """
   from sg2jax.train.config import CONFIG_FILE, load_run_config
   if spec is None:
-    if workdir and (Path(workdir) / CONFIG_FILE).is_file():
+    from sg2jax.storage import as_path
+    if workdir and (as_path(workdir) / CONFIG_FILE).is_file():
       return load_run_config(workdir)
     where = f'{workdir} has no {CONFIG_FILE} to resume with' if workdir else 'nor --workdir'
     raise ValueError(f'pass --config: an experiments file (e.g. --config demo.py) or a run\'s '

@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from sg2jax.cli import add_debug_flag, configure_jax, run
+from sg2jax.storage import as_path, open_read
 
 
 def sha256_file(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
   """The SHA-256 of a file's bytes, as hex (read in chunks: any size)."""
   digest = hashlib.sha256()
-  with open(path, 'rb') as f:
+  with open_read(path) as f:
     while chunk := f.read(chunk_bytes):
       digest.update(chunk)
   return digest.hexdigest()
@@ -26,8 +27,8 @@ def sha256_file(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
   p = argparse.ArgumentParser(prog='python -m sg2jax.convert', description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument('--network', type=Path, required=True, help='official .pkl')
-  p.add_argument('--out', type=Path, required=True, help='output checkpoint directory (new)')
+  p.add_argument('--network', type=as_path, required=True, help='official .pkl')
+  p.add_argument('--out', type=as_path, required=True, help='output checkpoint directory (new)')
   p.add_argument('--overwrite', action='store_true', help='replace an existing --out')
   add_debug_flag(p)
   return p.parse_args(argv)

@@ -8,18 +8,18 @@ name, unless `--skip-bad` is given.
 """
 
 import argparse
-from pathlib import Path
 from typing import Optional, Sequence
 
 from sg2jax.cli import add_debug_flag, run
+from sg2jax.storage import as_path
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
   from sg2jax.data.prepare import TRANSFORMS
   p = argparse.ArgumentParser(prog='python -m sg2jax.dataset_tool', description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument('--source', type=Path, required=True, help='folder, .zip or LMDB of images')
-  p.add_argument('--dest', type=Path, required=True, help='output folder, .zip or .lmdb')
+  p.add_argument('--source', type=as_path, required=True, help='folder, .zip or LMDB of images')
+  p.add_argument('--dest', type=as_path, required=True, help='output folder, .zip or .lmdb')
   p.add_argument('--resolution', type=int, required=True, help='output size (power of two)')
   p.add_argument('--transform', choices=TRANSFORMS, default='none')
   p.add_argument('--wide-height', type=int, default=None,

@@ -13,10 +13,10 @@ every metric. This file is intentionally short: the library is `sg2jax.metrics`.
 """
 
 import argparse
-from pathlib import Path
 from typing import Optional, Sequence
 
 from sg2jax.cli import add_debug_flag, configure_jax, initialize_distributed, run
+from sg2jax.storage import as_path
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -25,7 +25,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
   p.add_argument('--metric', '--metrics', dest='metrics',
                  help='metric names, comma-separated (see --list)')
   p.add_argument('--list', action='store_true', help='list the metrics and exit')
-  p.add_argument('--workdir', type=Path, help='training workdir (network, data, results)')
+  p.add_argument('--workdir', type=as_path, help='training workdir (network, data, results)')
   p.add_argument('--network', help='official .pkl, converted checkpoint or training workdir')
   p.add_argument('--data', help="dataset: image folder, zip, LMDB or tfds name (default: the "
                                 "run's)")
@@ -45,8 +45,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                  help='global batch, a multiple of the device count')
   p.add_argument('--mirror', action=argparse.BooleanOptionalAction, default=None,
                  help="x-flip the reals of fid50k / pr50k3 (default: the run's setting)")
-  p.add_argument('--outdir', type=Path, help='metrics.jsonl and TensorBoard (default: workdir)')
-  p.add_argument('--cache-dir', type=Path, help='real-feature cache (default OUTDIR/metric_cache)')
+  p.add_argument('--outdir', type=as_path, help='metrics.jsonl and TensorBoard (default: workdir)')
+  p.add_argument('--cache-dir', type=as_path,
+                 help='real-feature cache (default OUTDIR/metric_cache)')
   p.add_argument('--no-progress', action='store_true')
   p.add_argument('--no-tensorboard', action='store_true')
   p.add_argument('--precision', choices=('highest', 'default'), default='highest',

@@ -11,18 +11,18 @@ unconditional, with noise and the default w_avg_beta 0.995 (`conv_clamp` they re
 """
 
 import argparse
-from pathlib import Path
 from typing import Optional, Sequence
 
 from sg2jax.cli import add_debug_flag, configure_jax, run
+from sg2jax.storage import as_path
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
   p = argparse.ArgumentParser(prog='python -m sg2jax.export', description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument('--network', type=Path, required=True,
+  p.add_argument('--network', type=as_path, required=True,
                  help='training workdir, sg2jax.convert folder or official .pkl')
-  p.add_argument('--out', type=Path, required=True, help='the .pkl to write (new)')
+  p.add_argument('--out', type=as_path, required=True, help='the .pkl to write (new)')
   p.add_argument('--overwrite', action='store_true', help='replace an existing --out')
   add_debug_flag(p)
   return p.parse_args(argv)

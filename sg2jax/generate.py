@@ -18,10 +18,10 @@ One image between seeds, edited (what `python -m sg2jax.explore` shows, which pr
 """
 
 import argparse
-from pathlib import Path
 from typing import Optional, Sequence
 
 from sg2jax.cli import add_debug_flag, configure_jax, output_dir, run
+from sg2jax.storage import as_path
 
 DEFAULT_TRUNC_SWEEP = '1,0.7,0.5,0,-0.5,-1'
 
@@ -62,7 +62,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                  help='seed of the --noise-mode random maps (default: each image its own seed)')
   p.add_argument('--class', dest='class_idx', type=int, default=None,
                  help='class label (conditional networks)')
-  p.add_argument('--outdir', type=Path, required=True)
+  p.add_argument('--outdir', type=as_path, required=True)
   p.add_argument('--grid', action='store_true', help='write one grid.png instead of one file per seed')
   p.add_argument('--batch-size', type=int, default=8)
   p.add_argument('--precision', choices=('highest', 'default'), default='highest',
@@ -79,7 +79,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
   figures.add_argument('--trunc-sweep', nargs='?', const=DEFAULT_TRUNC_SWEEP, type=parse_psis,
                        metavar='PSIS', help='grid of --seeds (rows) x truncation psi (columns), '
                                             f'default psis {DEFAULT_TRUNC_SWEEP}')
-  figures.add_argument('--projected-w', type=Path, metavar='FILE',
+  figures.add_argument('--projected-w', type=as_path, metavar='FILE',
                        help='render the ws of a projected_w.npz (official or sg2jax.project)')
   p.add_argument('--mix-layers', type=parse_range, default=parse_range('0-6'), metavar='A-B',
                  help='ws layers taken from the column seed in --style-mix, or from --mix-seed '

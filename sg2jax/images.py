@@ -1,11 +1,14 @@
 """Images: network output -> uint8 exactly as the official tools, grids, PNG files."""
 
+import io
 import math
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 from PIL import Image
+
+from sg2jax import storage
 
 
 def to_uint8(images) -> np.ndarray:
@@ -50,10 +53,15 @@ def make_grid(images: np.ndarray, columns: Optional[int] = None) -> np.ndarray:
 
 def save_image(path: str | Path, image: np.ndarray) -> Path:
   """Writes one uint8 `[H, W, C]` image (C = 1 grey, 3 RGB, 4 RGBA) as PNG."""
-  path = Path(path)
+  path = storage.as_path(path)
   if image.dtype != np.uint8:
     raise ValueError(f'save_image expects uint8, got {image.dtype}; convert with to_uint8')
   if image.shape[-1] == 1:
     image = image[..., 0]
-  Image.fromarray(image).save(path)
+  image_format = Image.registered_extensions().get(path.suffix.lower())
+  if image_format is None:
+    raise ValueError(f'{path}: unknown image file extension {path.suffix!r}; use .png')
+  buffer = io.BytesIO()
+  Image.fromarray(image).save(buffer, format=image_format)
+  storage.write_bytes(path, buffer.getvalue())  # whole: also a bucket object
   return path

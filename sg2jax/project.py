@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from sg2jax.cli import add_debug_flag, configure_jax, output_dir, run
+from sg2jax.storage import as_path
 
 PROGRESS_STEPS = 100  # steps between progress lines (and per compiled scan without --save-video)
 
@@ -31,9 +32,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
   p.add_argument('--network', required=True,
                  help='official .pkl (stylegan2-ada-pytorch or TF StyleGAN2), a directory '
                       'written by sg2jax.convert, or a training workdir')
-  p.add_argument('--target', type=Path, nargs='+', required=True,
+  p.add_argument('--target', type=as_path, nargs='+', required=True,
                  help='target image file(s); several are projected as one batch')
-  p.add_argument('--outdir', type=Path, required=True)
+  p.add_argument('--outdir', type=as_path, required=True)
   p.add_argument('--num-steps', type=int, default=1000, help='optimization steps (default 1000)')
   p.add_argument('--seed', type=int, default=303, help='start noise and w-noise (default 303)')
   p.add_argument('--class', dest='class_idx', type=int, default=None,
@@ -71,6 +72,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   from sg2jax.networks.weights import build_network
   from sg2jax.tools.figures import save_video
   from sg2jax.images import save_image, to_uint8
+  from sg2jax.storage import save_npz
   from sg2jax.tools.projector import ProjectionSettings, load_target, project
 
   if args.video_every < 1:
@@ -104,12 +106,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    record_frames=args.save_video, space=args.space)
   images = to_uint8(result.images)
   for i, directory in enumerate(dirs):
-    directory.mkdir(parents=True, exist_ok=True)
     save_image(directory / 'target.png', targets[i])
     save_image(directory / 'proj.png', images[i])
-    np.savez(directory / 'projected_w.npz', w=result.ws[i:i + 1])
-    np.savez(directory / 'projected_noise.npz',
-             **{f'noise{k}': n[i] for k, n in enumerate(result.noise)})
+    save_npz(directory / 'projected_w.npz', {'w': result.ws[i:i + 1]})
+    save_npz(directory / 'projected_noise.npz',
+             {f'noise{k}': n[i] for k, n in enumerate(result.noise)})
     if args.save_video:
       video = np.concatenate([np.broadcast_to(targets[i], result.frames[:, i].shape),
                               result.frames[:, i]], axis=2)  # [F, R, 2R, C]

@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).parent.parent / 'sg2jax'
 
 # Lowest first. A top-level module or subpackage of sg2jax belongs to exactly one layer.
 LAYERS = (
-    ('ops',),
+    ('ops', 'storage'),
     ('networks',),
     ('formats',),
     ('feature_nets',),

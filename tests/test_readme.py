@@ -45,6 +45,8 @@ NOT_RUN = {
     r'--workdir runs/ffhq --inception|--inception pt_inception': 'needs the Inception/VGG16 '
         'weights files, which cannot be downloaded here (tests/test_eval_cli.py runs these '
         'metrics with weights files the tests write)',
+    r'gs://my-bucket': 'needs a real bucket and TPU slice (tests/test_gcs.py runs the same '
+                       'tools on gs:// paths against a Cloud Storage emulator)',
 }
 
 # (pattern, replacements, appended options) for the commands that run; first match wins.

@@ -8,7 +8,6 @@ black square canvas, centred vertically). Labels in the source's `dataset.json` 
 
 import io
 import json
-import shutil
 import warnings
 import zipfile
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 from PIL import Image
 
+from sg2jax import storage
 from sg2jax.data.sources import FolderSource, ImageSource, LmdbSource, ZipSource, guess_source_kind
 from sg2jax.networks.layers import check_resolution
 
@@ -82,13 +82,6 @@ def make_transform(kind: str, resolution: int,
 PARTIAL_SUFFIX = '.partial'  # `DEST.partial`: where an unfinished output is written
 
 
-def _remove(path: Path) -> None:
-  if path.is_dir() and not path.is_symlink():
-    shutil.rmtree(path)
-  elif path.exists() or path.is_symlink():
-    path.unlink()
-
-
 class _Writer:
   """Writes `img{index:08d}.png` into a folder, zip or LMDB, plus dataset.json.
 
@@ -110,7 +103,7 @@ class _Writer:
     self.partial = dest.with_name(dest.name + PARTIAL_SUFFIX)
     if self.partial.exists() or self.partial.is_symlink():
       warnings.warn(f'removing {self.partial}, left by an earlier run that did not finish')
-      _remove(self.partial)
+      storage.remove_tree(self.partial)
     dest.parent.mkdir(parents=True, exist_ok=True)
     if self.kind == 'zip':
       self._zip = zipfile.ZipFile(self.partial, 'w', compression=zipfile.ZIP_STORED)
@@ -163,7 +156,7 @@ class _Writer:
     elif self.kind == 'lmdb':
       self._txn.abort()
       self._env.close()
-    _remove(self.partial)
+    storage.remove_tree(self.partial)
 
 
 def _label_value(label: np.ndarray):
@@ -199,6 +192,9 @@ def convert_dataset(source: str | Path, dest: str | Path, resolution: int,
     ValueError: an unreadable or wrongly sized image (naming it) unless `skip_bad`.
   """
   check_resolution(resolution, '--resolution')
+  if storage.is_remote(dest):
+    return _convert_to_bucket(source, dest, resolution, transform, wide_height, max_images,
+                              skip_bad, progress)
   images = open_images(source, max_images)
   fn = make_transform(transform, resolution, wide_height)
   count = len(images) if max_images is None else min(max_images, len(images))
@@ -241,4 +237,26 @@ def convert_dataset(source: str | Path, dest: str | Path, resolution: int,
     writer.abort()
     raise
   writer.close()
+  return counts
+
+
+def _convert_to_bucket(source, dest, resolution, transform, wide_height, max_images, skip_bad,
+                       progress) -> dict[str, int]:
+  """`convert_dataset` to `gs://`: written locally (as any dataset), then uploaded. A zip is one
+  object, which appears only when complete; a folder's files are uploaded one by one with
+  dataset.json last. LMDB, a local database, is refused."""
+  storage.require_bucket(dest)
+  dest = storage.as_path(dest)
+  if dest.suffix.lower() == '.lmdb':
+    raise ValueError(f'--dest {dest}: an LMDB cannot live in a bucket; write a .zip there')
+  if dest.exists():
+    raise FileExistsError(f'--dest {dest} already exists; remove it or choose a new --dest')
+  staging = storage.LocalStaging(dest, prefix='sg2jax-dataset-')
+  try:
+    local = staging.local / dest.name
+    counts = convert_dataset(source, local, resolution, transform, wide_height, max_images,
+                             skip_bad, progress)
+    storage.upload(local, dest)
+  finally:
+    staging.close()
   return counts

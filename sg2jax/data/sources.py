@@ -19,6 +19,8 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
+from sg2jax import storage
+
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.webp', '.ppm', '.tif', '.tiff')
 # What reading a broken image raises: decoding and size checks (ValueError), a file that went
 # away or cannot be read (OSError), a damaged zip member (BadZipFile: bad CRC), a cut-off file.
@@ -88,11 +90,14 @@ class FolderSource(ImageSource):
   """Every image file under `root` (recursively, sorted), with labels from `root/dataset.json`."""
 
   def __init__(self, root: str | Path):
-    self.root = Path(root)
+    self.root = storage.as_path(root)
     if not self.root.is_dir():
       raise FileNotFoundError(f'image folder {self.root} not found')
-    self.files = sorted(str(p.relative_to(self.root)).replace(os.sep, '/')
-                        for p in self.root.rglob('*') if p.suffix.lower() in IMAGE_EXTENSIONS)
+    if storage.is_remote(self.root):
+      names = storage.remote_files(self.root)
+    else:
+      names = [str(p.relative_to(self.root)).replace(os.sep, '/') for p in self.root.rglob('*')]
+    self.files = sorted(n for n in names if Path(n).suffix.lower() in IMAGE_EXTENSIONS)
     if not self.files:
       raise ValueError(f'{self.root} holds no images ({", ".join(IMAGE_EXTENSIONS)})')
     meta = self.root / 'dataset.json'
@@ -113,11 +118,11 @@ class ZipSource(ImageSource):
   """An official dataset zip (`dataset_tool` output): images plus an optional dataset.json."""
 
   def __init__(self, path: str | Path):
-    self.path = Path(path)
+    self.path = storage.as_path(path)
     if not self.path.is_file():
       raise FileNotFoundError(f'dataset zip {self.path} not found')
     try:
-      with zipfile.ZipFile(self.path) as archive:
+      with zipfile.ZipFile(self._open()) as archive:
         names = archive.namelist()
         self.files = sorted(n for n in names if Path(n).suffix.lower() in IMAGE_EXTENSIONS)
         meta = archive.read('dataset.json').decode() if 'dataset.json' in names else None
@@ -132,6 +137,11 @@ class ZipSource(ImageSource):
   def __getstate__(self):
     return {**self.__dict__, '_archive': None}
 
+  def _open(self):
+    """The zip file; on Cloud Storage a file object that reads byte ranges on demand (the
+    directory at the end, then each image), so no copy of the whole archive is made."""
+    return storage.open_read(self.path) if storage.is_remote(self.path) else self.path
+
   def __len__(self) -> int:
     return len(self.files)
 
@@ -140,7 +150,7 @@ class ZipSource(ImageSource):
 
   def _read(self, index: int) -> np.ndarray:
     if self._archive is None:
-      self._archive = zipfile.ZipFile(self.path)
+      self._archive = zipfile.ZipFile(self._open())
     return decode_image(self._archive.read(self.files[index]), self.name(index))
 
 
@@ -291,6 +301,10 @@ def open_source(kind: str, path: str, split: str = 'train', use_labels: bool = F
   elif kind == 'zip':
     source = ZipSource(path)
   elif kind == 'lmdb':
+    if storage.is_remote(path):
+      raise ValueError(f'{path}: LMDB is read from local disk only; convert it to a zip '
+                       f'(python -m sg2jax.dataset_tool --source {path} --dest DATASET.zip) and '
+                       f'put that in the bucket')
     source = LmdbSource(path)
   elif kind == 'tfds':
     return TfdsSource(path, split, data_dir, use_labels)
@@ -331,10 +345,10 @@ class DatasetSpec:
 
 def guess_source_kind(path: str) -> str:
   """'zip' for *.zip, 'lmdb' for a folder with data.mdb, else 'folder'."""
-  p = Path(path)
+  p = storage.as_path(path)
   if p.suffix.lower() == '.zip':
     return 'zip'
-  if (p / 'data.mdb').is_file():
+  if not storage.is_remote(p) and (p / 'data.mdb').is_file():
     return 'lmdb'
   return 'folder'
 

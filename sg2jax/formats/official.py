@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from sg2jax import storage
 from sg2jax.formats.official_growing import tf_growing_config, tf_growing_to_variables
 from sg2jax.formats.torch_pickle import TorchReader, UnsafePickleError
 from sg2jax.networks.weights import (NetworkWeights, abstract_variables, build_network,
@@ -477,11 +478,11 @@ def read_network_pickle(path: str | Path) -> Any:
 
   ADA modules come back as `PersistentObject`, TF networks as `TFNetworkState`, tensors as numpy.
   """
-  path = Path(path)
+  path = storage.as_path(path)
   source = path.name
   if not path.is_file():
     raise FileNotFoundError(f'network file {path} not found')
-  with open(path, 'rb') as f:
+  with storage.open_read(path) as f:
     if f.read(2) == b'PK':
       raise ValueError(f'{source} is a zip file (e.g. a torch.save checkpoint), not a StyleGAN2 '
                        f'network pickle')
@@ -513,7 +514,7 @@ def load_official_pickle(path: str | Path) -> dict[str, NetworkWeights]:
     UnsafePickleError: the pickle names a global outside the allow-list.
     ValueError: not a StyleGAN2 network pickle (with the reason), or keys/shapes do not fit.
   """
-  source = Path(path).name
+  source = storage.as_path(path).name
   data = read_network_pickle(path)
   if isinstance(data, dict) and any(k in data for k in NETWORK_KEYS):
     return {k: ada_network_weights(data[k], k, source)

@@ -33,6 +33,7 @@ refuses the other three), so those files are for the official tools.
 
 import contextlib
 import importlib
+import io
 import os
 import pickle
 import re
@@ -44,6 +45,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from sg2jax import storage
 from sg2jax.formats.official import _TF_MOD_LEAVES, NETWORK_KEYS
 from sg2jax.networks.layers import channels_at
 from sg2jax.networks.synthesis import num_ws_for
@@ -383,7 +385,7 @@ def _pickling_names() -> Iterator[None]:
 def check_output(path: str | Path, overwrite: bool = False) -> Path:
   """`path` (absolute) if a pickle may be written there; else FileExistsError (it exists and not
   `overwrite`) or ValueError (it is a folder)."""
-  path = Path(path).absolute()
+  path = storage.absolute(path)
   if path.is_dir():
     raise ValueError(f'--out {path} is a folder; pass a file name such as {path / "network.pkl"}')
   if path.exists() and not overwrite:
@@ -413,6 +415,12 @@ def write_tf_pickle(networks: dict[str, NetworkWeights], path: str | Path,
   """
   path = check_output(path, overwrite)
   data = tf_networks(networks)
+  if storage.is_remote(path):  # one upload: the object appears only when complete
+    buffer = io.BytesIO()
+    with _pickling_names():
+      pickle.dump(data, buffer, protocol=PICKLE_PROTOCOL)
+    storage.write_bytes(path, buffer.getvalue())
+    return path
   path.parent.mkdir(parents=True, exist_ok=True)
   # A new file (permissions as any file the user creates), renamed over `path` when complete.
   temporary = path.parent / f'.{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp'

@@ -27,9 +27,9 @@ loop), values do not depend on the number of devices, only on the seed and the b
 import concurrent.futures
 import dataclasses
 import hashlib
+import io
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any, Callable, Hashable, Iterator, Optional, Sequence
 
@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 
+from sg2jax import storage
 from sg2jax.data import sources
 from sg2jax.feature_nets.inception import (INCEPTION_WEIGHTS_URL, InceptionV3,
                                            load_inception_weights)
@@ -219,11 +220,11 @@ def dataset_fingerprint(source: sources.ImageSource, num_images: int) -> str:
   the kind, its location, every image's name and (for files) sizes and modification times."""
   info: dict[str, Any] = {'kind': type(source).__name__, 'num_images': num_images}
   if isinstance(source, sources.FolderSource):
-    root = source.root.absolute()
+    root = storage.absolute(source.root)
     info['root'] = str(root)
     info['files'] = [(f, *_stat(root / f)) for f in source.files[:num_images]]
   elif isinstance(source, sources.ZipSource):
-    info['path'] = str(source.path.absolute())
+    info['path'] = str(storage.absolute(source.path))
     info['stat'] = _stat(source.path)
   elif isinstance(source, sources.LmdbSource):
     info['path'] = str(source.path.absolute())
@@ -237,8 +238,7 @@ def dataset_fingerprint(source: sources.ImageSource, num_images: int) -> str:
 
 
 def _stat(path: Path) -> tuple[int, int]:
-  st = path.stat()
-  return st.st_size, st.st_mtime_ns
+  return storage.size_and_mtime(path)
 
 
 def _progress(total: int, desc: str, enabled: bool):
@@ -290,7 +290,7 @@ class MetricContext:
     self.source, self.mirror, self.progress = source, mirror, progress
     self.num_images = 0 if source is None else (
         len(source) if num_images is None else min(num_images, len(source)))
-    self.cache_dir = None if cache_dir is None else Path(cache_dir)
+    self.cache_dir = None if cache_dir is None else storage.as_path(cache_dir)
     self.weights = dict(weights or {})
     self.num_threads = num_threads
     self.network = network
@@ -476,7 +476,7 @@ class MetricContext:
       path = None if self.cache_dir is None else (
           self.cache_dir / f'reals-{name}-{n}{"-mirror" if mirror else ""}-{cache_key[:16]}.npz')
       if path is not None and path.is_file():
-        with np.load(path) as stored:
+        with np.load(io.BytesIO(path.read_bytes())) as stored:
           memory.update({k: stored[k] for k in missing})
       else:
         arrays = self._compute_reals(self.detector(name), n, mirror)
@@ -537,13 +537,10 @@ class MetricContext:
 
 
 def _save_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
-  """Process 0 writes `path` (npz) through a temporary file and a rename, so an interrupted
+  """Process 0 writes `path` (npz) whole (`sg2jax.storage.write_bytes`), so an interrupted
   write leaves no half file; other processes wait for it."""
   if jax.process_index() == 0:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.stem}.{os.getpid()}.tmp.npz')
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    storage.save_npz(path, arrays)
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
     multihost_utils.sync_global_devices(f'sg2jax real features {path.name}')

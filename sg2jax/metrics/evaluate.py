@@ -22,6 +22,7 @@ from typing import Any, Callable, Optional, Sequence
 import jax
 import numpy as np
 
+from sg2jax import storage
 from sg2jax.checkpoint import (TrainCheckpoints, is_training_workdir, load_networks,
                                load_training_networks, select_generator)
 from sg2jax.data.sources import SOURCES, DatasetSpec
@@ -49,10 +50,10 @@ class LoadedGenerator:
 def load_generator(path: str | Path) -> LoadedGenerator:
   """The EMA generator of an official pickle, a converted checkpoint or a training workdir
   (its latest checkpoint, with its step and kimg)."""
-  path = Path(path)
+  path = storage.as_path(path)
   step = kimg = None
   if path.is_dir() and is_training_workdir(path):
-    checkpoints = TrainCheckpoints(path, asynchronous=False)
+    checkpoints = TrainCheckpoints(path, asynchronous=False, repair=False)
     step = checkpoints.latest_step()
     if step is None:
       checkpoints.close()
@@ -135,18 +136,13 @@ def append_results(path: str | Path, records: Sequence[dict[str, Any]]) -> None:
   """Appends one JSON line per record (process 0 only)."""
   if jax.process_index() != 0:
     return
-  path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  with path.open('a') as f:
-    for record in records:
-      f.write(json.dumps(record) + '\n')
+  storage.append_text(path, ''.join(json.dumps(record) + '\n' for record in records))
 
 
 def write_tensorboard(logdir: str | Path, step: int, records: Sequence[dict[str, Any]]) -> None:
   """`Metrics/<metric>` scalars at `step` in `logdir` (clu writer: TensorBoard event files)."""
-  from clu import metric_writers  # imports TensorFlow: only when writing
-  writer = metric_writers.create_default_writer(
-      str(logdir), just_logging=jax.process_index() != 0, asynchronous=False)
+  writer = storage.metric_writer(logdir, just_logging=jax.process_index() != 0,
+                                 asynchronous=False)
   writer.write_scalars(step, {f'Metrics/{r["metric"]}': r['value'] for r in records})
   writer.flush()
   writer.close()
@@ -204,11 +200,11 @@ def evaluate(metrics: str | Sequence[str], *, network: Optional[str | Path] = No
     mirror = run_data.mirror if run_data is not None else False
   if outdir is None:
     outdir = workdir if workdir is not None else (
-        network if loaded.step is not None else Path(network).absolute().parent)
-  outdir = Path(outdir)
+        network if loaded.step is not None else storage.absolute(network).parent)
+  outdir = storage.as_path(outdir)
   ctx = MetricContext(loaded.module, loaded.variables, make_mesh(), batch_size, source=source,
                       num_images=num_images, mirror=mirror,
-                      cache_dir=Path(cache_dir) if cache_dir else outdir / CACHE_DIR_NAME,
+                      cache_dir=cache_dir or outdir / CACHE_DIR_NAME,
                       weights=weights, progress=progress,
                       network=loaded.path + (f' step {loaded.step}' if loaded.step is not None
                                              else ''))
@@ -242,7 +238,7 @@ class TrainingMetrics:
                num_samples: Optional[int] = None, batch_size: Optional[int] = None,
                repeats: int = 1):
     self.specs = parse_metrics(metric_names)
-    self.workdir = Path(workdir)
+    self.workdir = storage.as_path(workdir)
     self.weights = {INCEPTION: inception_path, VGG16: vgg16_path, LPIPS: lpips_path,
                     CLASSIFIERS: classifiers_path}
     needs = {need for spec in self.specs for need in spec.needs}

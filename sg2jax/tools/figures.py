@@ -6,6 +6,7 @@ are float `[-1, 1]` NHWC until `to_uint8`. Network calls are jitted; synthesis b
 `batch_size`, so a figure compiles the synthesis once.
 """
 
+import io
 import warnings
 from pathlib import Path
 from typing import NamedTuple, Optional, Sequence
@@ -13,6 +14,7 @@ from typing import NamedTuple, Optional, Sequence
 import flax.linen as nn
 import numpy as np
 
+from sg2jax import storage
 from sg2jax.images import to_uint8
 from sg2jax.networks.synthesis import check_choice
 from sg2jax.tools.sampling import map_latents, map_seeds, synthesize, z_from_seed
@@ -187,11 +189,11 @@ def load_projected_ws(path: str | Path, num_ws: int, w_dim: int) -> np.ndarray:
     FileNotFoundError: no such file.
     ValueError: not an npz with `w`, or a `w` of another network's shape.
   """
-  path = Path(path)
+  path = storage.as_path(path)
   if not path.is_file():
     raise FileNotFoundError(f'projected w file {path} not found')
   try:
-    with np.load(path) as data:
+    with np.load(io.BytesIO(path.read_bytes())) as data:
       if 'w' not in data:
         raise ValueError(f'{path} has no array w (found {", ".join(data.files)}); pass the '
                          f'projected_w.npz written by a projector')
@@ -211,7 +213,9 @@ def save_video(path: str | Path, frames: np.ndarray, fps: float = 30) -> Path:
   chosen by the file suffix."""
   import imageio  # imported here: only the tools that write videos need it
 
-  path = Path(path)
+  target = storage.as_path(path)
+  staging = storage.LocalStaging(target.parent, prefix='sg2jax-video-')  # imageio writes files
+  path = staging.local / target.name
   frames = np.asarray(frames)
   if frames.dtype != np.uint8 or frames.ndim != 4:
     raise ValueError(f'save_video expects uint8 frames [F, H, W, C], got {frames.dtype} '
@@ -236,4 +240,7 @@ def save_video(path: str | Path, frames: np.ndarray, fps: float = 30) -> Path:
                        f'write a gif instead') from None
   else:
     raise ValueError(f'video {path.name}: use a .mp4 or .gif file name')
-  return path
+  if staging.remote:
+    storage.upload(path, target)
+    staging.close()
+  return target

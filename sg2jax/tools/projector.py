@@ -33,6 +33,7 @@ networks.
 
 import dataclasses
 import functools
+import io
 import math
 import warnings
 from pathlib import Path
@@ -47,6 +48,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from PIL import Image
 
+from sg2jax import storage
 from sg2jax.feature_nets.lpips import features_distance, lpips_features, load_lpips_weights
 from sg2jax.images import to_uint8
 from sg2jax.networks.generator import fused_modconv, modconv_form
@@ -169,11 +171,11 @@ def load_target(path: str | Path, resolution: int, channels: int = 3) -> np.ndar
     FileNotFoundError: no such file.
     ValueError: not a readable image.
   """
-  path = Path(path)
+  path = storage.as_path(path)
   if not path.is_file():
     raise FileNotFoundError(f'target image {path} not found')
   try:
-    with Image.open(path) as opened:
+    with Image.open(io.BytesIO(path.read_bytes())) as opened:
       image = opened
       if opened.mode in ('I', 'I;16', 'I;16B', 'I;16L', 'I;16N'):  # 16-bit grey: scale to 8
         levels = np.asarray(opened, np.float64) / 257

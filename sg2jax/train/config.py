@@ -29,6 +29,8 @@ from pathlib import Path
 
 import ml_collections
 
+from sg2jax.storage import as_path
+
 CONFIG_FILE = 'config.json'  # a run's config, saved in its workdir
 # Keys that runs saved and that no longer exist: read from an old config.json and dropped.
 # G.fused_modconv: the form of G's modulated convolutions is not a setting but one rule
@@ -238,7 +240,7 @@ def load_run_config(path: str | Path) -> TrainConfig:
   saved values on top, no key recorded as set (keys added since the run was saved keep their
   defaults; `RETIRED_KEYS` are dropped; `saved_meanings` moves values to the keys that carry
   their meaning now; any other saved key that no longer exists is an error naming it)."""
-  path = Path(path)
+  path = as_path(path)
   if path.is_dir():
     path = path / CONFIG_FILE
   if not path.is_file():

@@ -26,10 +26,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
-from clu import metric_writers, periodic_actions
+from clu import periodic_actions
 from jax.experimental import multihost_utils
 
-from sg2jax.checkpoint import TrainCheckpoints, WorkdirInUseError, WorkdirLock
+from sg2jax import storage
+from sg2jax.checkpoint import TrainCheckpoints, WorkdirInUseError, workdir_lock
 from sg2jax.data.pipeline import BadImageError
 from sg2jax.images import make_grid, save_image, to_uint8
 from sg2jax.sharding import global_batch, replicated
@@ -93,7 +94,7 @@ def _exclusive(workdir: Path):
   lock, error = None, None
   if jax.process_index() == 0:
     try:
-      lock = WorkdirLock(workdir).acquire()
+      lock = workdir_lock(workdir).acquire()
     except WorkdirInUseError as e:
       error = e
   if jax.process_count() > 1 and not multihost_utils.broadcast_one_to_all(
@@ -184,7 +185,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
     BadImageError: with `config.data.strict`, a bad image (after saving a checkpoint).
     ValueError: the workdir's checkpoints are of other networks (or none restores).
   """
-  workdir = Path(workdir)
+  workdir = storage.as_path(workdir)
   exp = build(config)
   with _exclusive(workdir):
     return _train(exp, config, workdir, hooks)
@@ -235,7 +236,7 @@ def _train(exp: Experiment, config: ml_collections.ConfigDict, workdir: Path,
   checkpoints = TrainCheckpoints(workdir, keep=settings.keep_checkpoints)
   state, stage_nimg = _initial_state(exp, checkpoints, state_sharding)
   if jax.process_index() == 0:  # only now: a run refused above leaves its config.json as it was
-    (workdir / CONFIG_FILE).write_text(config.to_json_best_effort(indent=2))
+    storage.write_text(workdir / CONFIG_FILE, config.to_json_best_effort(indent=2))
   position = _Position(state, int(state.step), int(state.nimg),
                        None if stage_nimg is None else exp.schedule.at(stage_nimg), stage_nimg)
   run = _start_run(exp, config, workdir, checkpoints, hooks, state_sharding, position.step)
@@ -277,8 +278,7 @@ def _start_run(exp: Experiment, config: ml_collections.ConfigDict, workdir: Path
   reset = jax.jit(lambda state, g_lr, d_lr: reset_optimizers(state, exp.g_tx, exp.d_tx, g_lr,
                                                               d_lr),
                   out_shardings=state_sharding, donate_argnums=0)
-  writer = metric_writers.create_default_writer(workdir, just_logging=not is_main,
-                                                asynchronous=True)
+  writer = storage.metric_writer(workdir, just_logging=not is_main, asynchronous=True)
   if step == 0:
     writer.write_hparams(dataclasses.asdict(exp.hyper))
   settings = exp.loop
