@@ -88,6 +88,8 @@ def main():
   p.add_argument('--kimg', type=float, default=20.0, help='length of each fine-tuning run')
   p.add_argument('--num-images', type=int, default=50,
                  help='the small dataset (at 200, D did not overfit enough in 20 kimg for p to move)')
+  p.add_argument('--source-only', action='store_true',
+                 help='stop after training (or reading) the source and recording its ticks')
   p.add_argument('--results', default=None,
                  help='also append the lines, with command, commit, date and machine, here')
   args = p.parse_args()
@@ -101,6 +103,8 @@ def main():
     emit({'what': 'source', 'workdir': str(source), 'seconds': round(seconds, 1)})
   for tick in tick_records(source, 'source'):
     emit(tick)
+  if args.source_only:
+    return
   heldout = write_shapes(args.out / 'heldout', EVAL_IMAGES, seed=2)
   floor_data = write_shapes(args.out / 'heldout_b', EVAL_IMAGES, seed=3)
 

@@ -203,6 +203,18 @@ def explore_frames() -> str:
                  'load average (1 min)'], 'lrrr', out)
 
 
+def checkpoint_saves() -> str:
+  """Asynchronous checkpoint saves against training steps, one row per run."""
+  rows = sorted(_rows('save_benchmark.jsonl'), key=lambda r: r['date'])
+  return _table(['destination', 'run (UTC)', '`save()` returned after', 'whole save',
+                 'steps while saving', 'step without a save (median)'], 'llrrlr',
+                [[r['destination'], r['date'][:16].replace('T', ' '),
+                  f'{r["save_blocking_ms"]:.0f} ms', f'{r["save_seconds"]:.1f} s',
+                  f'{r["steps_during_save"]}: ' + ', '.join(f'{ms / 1000:.1f} s'
+                                                          for ms in r['step_ms_during_save']),
+                  f'{r["step_ms_without_save"] / 1000:.1f} s'] for r in rows])
+
+
 TABLES: dict[str, tuple[str, Callable[[], str]]] = {
     'training_speed': ('peer_benchmark.jsonl', training_speed),
     'training_minibatch': ('peer_benchmark.jsonl', training_minibatch),
@@ -212,6 +224,7 @@ TABLES: dict[str, tuple[str, Callable[[], str]]] = {
     'demo_losses': ('finetune_demo.jsonl', demo_losses),
     'finetune_end': ('finetune_demo.jsonl', finetune_end),
     'finetune_ticks': ('finetune_demo.jsonl', finetune_ticks),
+    'checkpoint_saves': ('save_benchmark.jsonl', checkpoint_saves),
     'parity_end': ('parity.jsonl', parity_end),
     'parity_wall': ('parity.jsonl', parity_wall),
     'explore_frames': ('explore.jsonl', explore_frames),

@@ -144,7 +144,7 @@ def _initial_state(exp: Experiment, checkpoints: TrainCheckpoints, state_shardin
                            state_sharding)
   exp.data.set_state(meta['data'])
   logging.info('resumed from step %d (%.1f kimg)', meta['step'], meta['kimg'])
-  return state, meta.get('stage_nimg', meta.get('phase_nimg'))  # 'phase_nimg': sg2jax 0.1.0
+  return state, meta.get('stage_nimg', meta.get('phase_nimg'))  # 'phase_nimg': checkpoints in sg2jax 0.1.0's format
 
 
 def _architectures(configs: dict[str, dict]) -> dict[str, dict]:

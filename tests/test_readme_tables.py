@@ -1,0 +1,47 @@
+"""The README's measured tables are the ones their committed result files give
+(`benchmarks/readme_tables.py`), and every result line says what produced it."""
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
+sys.path.insert(0, str(ROOT / 'benchmarks'))
+
+import readme_tables  # noqa: E402  (benchmarks/ is not a package)
+import results  # noqa: E402
+
+PROVENANCE = ('command', 'commit', 'date', 'machine', 'run')
+
+
+def test_every_readme_table_equals_its_result_file():
+  assert readme_tables.differences(readme_tables.README.read_text()) == []
+
+
+def test_a_changed_number_or_a_table_without_its_source_is_caught():
+  text = readme_tables.README.read_text()
+  measured = [(name, start) for name, start, _ in readme_tables.readme_tables(text)
+              if name in readme_tables.TABLES]
+  assert measured, 'the README quotes no result file'
+  lines = text.splitlines()
+  name, start = measured[0]
+  row = start + 2  # the first data row
+  lines[row] = lines[row].replace('.', ',', 1) if '.' in lines[row] else lines[row] + ' 1 |'
+  problems = readme_tables.differences('\n'.join(lines))
+  assert len(problems) == 1 and f'table {name} differs' in problems[0]
+  problems = readme_tables.differences('intro\n\n| a | b |\n|---|---|\n| 1 | 2 |\n')
+  assert len(problems) == 1 and 'without' in problems[0]
+
+
+def test_every_quoted_result_file_is_committed_with_its_provenance():
+  text = readme_tables.README.read_text()
+  quoted = {readme_tables.TABLES[name][0] for name, _, _ in readme_tables.readme_tables(text)
+            if name in readme_tables.TABLES}
+  for name in quoted:
+    path = results.RESULTS / name
+    assert path.is_file(), f'{path} is quoted by the README but missing'
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+      row = json.loads(line)
+      missing = [key for key in PROVENANCE if key not in row]
+      assert not missing, f'{path}:{number} lacks {missing}'
+      assert {'cpu', 'cores'} <= set(row['machine']), f'{path}:{number}'
