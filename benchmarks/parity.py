@@ -293,8 +293,8 @@ def read_results(path: Path) -> list[dict[str, Any]]:
   return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-QUANTITIES = ('g_loss', 'd_loss', 'd_real', 'd_fake', 'r1_penalty', 'pl_penalty', 'pl_length',
-              'pl_mean', 'fd_vgg')
+COMPARED = ('g_loss', 'd_loss', 'd_real', 'd_fake', 'r1_penalty', 'pl_penalty', 'pl_length',
+            'pl_mean', 'fd_vgg')  # the figure's panels and the end-of-run table's rows
 
 
 def _final_values(records: list[dict[str, Any]], side: str, quantity: str) -> list[float]:
@@ -313,7 +313,7 @@ def end_of_run_table(records: list[dict[str, Any]]) -> str:
   pooled standard deviations."""
   lines = ['| quantity (last tick) | official | sg2jax | difference / pooled std |',
            '|---|---:|---:|---:|']
-  for quantity in QUANTITIES + ('sec_per_kimg',):
+  for quantity in COMPARED + ('sec_per_kimg',):
     values = {side: _final_values(records, side, quantity) for side in SIDES}
     cells = []
     for side in SIDES:
@@ -369,7 +369,7 @@ def write_outputs(out: Path, records: list[dict[str, Any]]) -> None:
     return out_runs
 
   panels = []
-  for quantity in QUANTITIES:
+  for quantity in COMPARED:
     ref = reference['fd_vgg'] if reference is not None and quantity == 'fd_vgg' else None
     panels.append(Panel(TITLES[quantity], {side: aggregate(runs(side, quantity))
                                            for side in SIDES},

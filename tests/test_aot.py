@@ -150,6 +150,7 @@ def test_the_notebook_training_config_fits_one_v5e_chip(compile_for):
   assert len(reports) == 4 and all(r.ok and r.fits for r in reports), reports
 
 
+@pytest.mark.slow  # three stages: over a minute here
 def test_a_growing_run_compiles_every_resolution_for_a_v5e_8(compile_for):
   """Configs A-D grow: each phase is one program per working resolution (the fade-in is a
   traced level of detail), all compiled for the slice; here the demo's config B on a v5e-8."""

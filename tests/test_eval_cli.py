@@ -86,6 +86,7 @@ def workdir(tmp_path_factory) -> Path:
   return make_eval_workdir(tmp_path_factory.mktemp('run'), images, step=1000, kimg=16.0)
 
 
+@pytest.mark.slow  # the README's ppl_w command runs in test_readme.py
 def test_ppl_w_on_a_workdir(workdir):
   """The headline command (with fewer samples): network, kimg and step come from the workdir."""
   out = run_eval('--metric', 'ppl_w', '--workdir', str(workdir), '--num-samples', '8',
@@ -124,6 +125,7 @@ def direct_features(workdir: Path, inception_pth: Path, num_real: int, num_gen: 
   return run(reals), run(mirrored), run(generated)
 
 
+@pytest.mark.slow  # the longest default test; the Inception network itself is tested in test_feature_nets.py
 def test_inception_metrics_on_a_workdir(workdir, inception_pth):
   """IS and KID (no 2048x2048 sqrtm: fast) against the formulas on direct features, and the
   cached real features against the direct ones (test_metrics.py shows that a cached entry is
@@ -271,6 +273,7 @@ def direct_ls(all_vars: list[dict], num: int, seed: int, batch_size: int) -> dic
   return {f'ls_{space}': ls.separability_score(h) for space, h in entropies.items()}
 
 
+@pytest.mark.slow  # its refusal of non-finite outputs stays in test_faults.py
 def test_ls_on_a_network_with_classifier_pickles(classifiers, tmp_path):
   """`--metric ls --classifiers DIR` on the tiny snapshot: printed, recorded in metrics.jsonl and
   TensorBoard, and equal to the protocol computed directly. 256 samples keep 128 per attribute in

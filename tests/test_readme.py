@@ -45,6 +45,9 @@ NOT_RUN = {
     r'--workdir runs/ffhq --inception|--inception pt_inception': 'needs the Inception/VGG16 '
         'weights files, which cannot be downloaded here (tests/test_eval_cli.py runs these '
         'metrics with weights files the tests write)',
+    r'^python -m sg2jax\.aot --topology .* --config experiments/ffhq\.py': 'config F compiled '
+        'for a TPU takes minutes to tens of minutes per phase here (tests/test_aot.py runs '
+        'sg2jax.aot on tiny configs for v5e-1, v5e-8 and v4-8)',
     r'gs://my-bucket': 'needs a real bucket and TPU slice (tests/test_gcs.py runs the same '
                        'tools on gs:// paths against a Cloud Storage emulator)',
 }

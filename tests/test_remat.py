@@ -29,7 +29,8 @@ def run_phases(remat: str, config_keys: dict) -> dict:
 
 @pytest.mark.parametrize('config_keys', [
     {},  # config F's architectures: G skip, D resnet
-    {'G.architecture': 'resnet', 'D.architecture': 'skip'},
+    pytest.param({'G.architecture': 'resnet', 'D.architecture': 'skip'},
+                 marks=pytest.mark.slow),  # the other architectures' blocks: as long again
 ], ids=['skip-resnet', 'resnet-skip'])
 def test_remat_blocks_gives_the_same_losses_and_gradients(config_keys):
   assert REMAT_MODES == ('none', 'blocks')

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
-from clu import periodic_actions
+from clu import metric_writers, periodic_actions
 from jax.experimental import multihost_utils
 
 from sg2jax import storage
