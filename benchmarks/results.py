@@ -5,8 +5,10 @@ import datetime
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
@@ -49,10 +51,22 @@ def machine() -> dict[str, Any]:
   return info
 
 
+def portable(text: str) -> str:
+  """`text` without this machine's paths: the repository's own paths relative to its root, the
+  temporary directory as `$TMPDIR`, other absolute paths outside the repository without their
+  first directory, under `$OUTSIDE/` (a checkout or virtualenv of another project)."""
+  root = str(Path(__file__).resolve().parent.parent)
+  text = text.replace(root + '/', '').replace(root, '.')
+  temp = tempfile.gettempdir()
+  text = re.sub(re.escape(temp) + r'(?=/)', '$TMPDIR', text)
+  return re.sub(r'(?<![\w$.])/[\w.-]+/((?:[\w.-]+/)*[\w.-]+)', r'$OUTSIDE/\1', text)
+
+
 def provenance(argv: Optional[list[str]] = None) -> dict[str, Any]:
-  """The fields every result line carries: command, commit, date (UTC), machine."""
+  """The fields every result line carries: command (with `portable` paths), commit, date
+  (UTC), machine."""
   argv = sys.argv if argv is None else argv
-  command = ' '.join(['python'] + [str(a) for a in argv])
+  command = portable(' '.join(['python'] + [str(a) for a in argv]))
   return {'command': command, 'commit': commit(),
           'date': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ'),
           'machine': machine()}

@@ -2,7 +2,9 @@
 (`benchmarks/readme_tables.py`), and every result line says what produced it."""
 
 import json
+import re
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).parent.parent
@@ -45,3 +47,11 @@ def test_every_quoted_result_file_is_committed_with_its_provenance():
       missing = [key for key in PROVENANCE if key not in row]
       assert not missing, f'{path}:{number} lacks {missing}'
       assert {'cpu', 'cores'} <= set(row['machine']), f'{path}:{number}'
+      assert not re.search(r'(^|[\s=])/', line), f'{path}:{number} names a path of one machine'
+
+
+def test_result_lines_name_no_path_of_one_machine():
+  root = str(results.RESULTS.parent.parent)
+  command = f'python x.py --out {root}/benchmarks/results/x.jsonl --peer /opt/peer --tmp {tempfile.gettempdir()}/r'
+  assert results.portable(command) == ('python x.py --out benchmarks/results/x.jsonl '
+                                       '--peer $OUTSIDE/peer --tmp $TMPDIR/r')
