@@ -21,11 +21,7 @@ from PIL import Image
 CHROMIUM = os.environ.get('SG2JAX_CHROMIUM', '/usr/bin/chromium')
 CHROMEDRIVER = os.environ.get('SG2JAX_CHROMEDRIVER', '/usr/bin/chromedriver')
 
-webdriver = pytest.importorskip('selenium.webdriver')
-if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
-  pytest.skip(f'needs {CHROMIUM} and {CHROMEDRIVER} (apt-get install chromium chromium-driver)',
-              allow_module_level=True)
-
+from selenium import webdriver  # noqa: E402  (the dev extra installs selenium)
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
@@ -34,6 +30,13 @@ from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 from sg2jax.tools.explorer import format_number  # noqa: E402
 
 TIMEOUT = 120  # seconds; a view compiles on first use (a few seconds on a busy 2-core CPU)
+
+
+def test_the_browser_is_installed():
+  """The browser test needs the system Chromium and its driver (.ci/run installs them): their
+  absence fails here, in one line, instead of skipping the browser tests."""
+  missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not shutil.which(path)]
+  assert not missing, f'{missing} missing: apt-get install chromium chromium-driver'
 
 
 @pytest.fixture(scope='module')
@@ -179,14 +182,12 @@ def test_layer_view_capture_and_a_bad_request(page):
   assert (status, text) == (400, 'error: psi=9 is outside [-1, 2]\n')
 
 
-SCREENSHOTS = os.environ.get('SG2JAX_EXPLORE_SCREENSHOTS')
-
-
-@pytest.mark.skipif(not SCREENSHOTS, reason='makes the README screenshots: set '
-                                            'SG2JAX_EXPLORE_SCREENSHOTS=docs/images')
-def test_readme_screenshots(page):
-  """docs/images/explore.png (seed 5, psi 0.7, rows 0-1 from seed 9, SeFa component 0 at 2.5
-  on rows 0-5) and explore_layers.png (the same, showing b16.conv0's channels)."""
+@pytest.mark.slow  # a few more renders; SG2JAX_EXPLORE_SCREENSHOTS=docs/images remakes the README's
+def test_readme_screenshots(page, tmp_path):
+  """The README's screenshots, explore.png (seed 5, psi 0.7, rows 0-1 from seed 9, SeFa component
+  0 at 2.5 on rows 0-5) and explore_layers.png (the same, showing b16.conv0's channels): made in
+  SG2JAX_EXPLORE_SCREENSHOTS (docs/images for the README) or a temporary folder."""
+  screenshots = os.environ.get('SG2JAX_EXPLORE_SCREENSHOTS') or str(tmp_path)
   driver, base = page
   driver.find_element(By.ID, 'reset').click()
   for element, value in (('seed', '5'), ('mix-seed', '9'), ('dir-to', '5')):
@@ -204,12 +205,13 @@ def test_readme_screenshots(page):
   shown(driver, query, base)
   driver.find_element(By.ID, 'capture').click()
   WebDriverWait(driver, TIMEOUT).until(lambda d: d.find_element(By.ID, 'command').text.strip())
-  os.makedirs(SCREENSHOTS, exist_ok=True)
+  os.makedirs(screenshots, exist_ok=True)
   for name, layer in (('explore.png', ''), ('explore_layers.png', 'b16.conv0')):
     Select(driver.find_element(By.ID, 'layer')).select_by_value(layer)
     shown(driver, query + (f'&layer={layer}&mode=grid&normalize=1' if layer else ''), base)
-    path = os.path.join(SCREENSHOTS, name)
+    path = os.path.join(screenshots, name)
     driver.find_element(By.TAG_NAME, 'main').screenshot(path)
     image = Image.open(path).convert('RGB')
     image = image.resize((image.width * 2 // 3, image.height * 2 // 3), Image.LANCZOS)
     image.quantize(colors=64).save(path, optimize=True)  # small: the page has few colours
+    assert min(Image.open(path).size) > 100, path  # the page, not an empty element
