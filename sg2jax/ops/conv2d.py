@@ -28,6 +28,8 @@ those derivatives natively, and the polyphase form, whose phases are padded to a
 interleaved, holds several copies of the output in memory at once (measured with the TPU
 compiler, docs/TPU.md). The platform is the one the program is lowered for
 (`lax.platform_dependent`), not the host's: `sg2jax.aot` compiles TPU programs on a CPU host.
+In TPU programs a convolution of feature maps with fewer channels than the TPU's 128 lanes runs
+in a space-to-depth layout (`space_to_depth.py`): the same values, in far less memory.
 """
 
 import functools
@@ -38,6 +40,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from sg2jax.ops import winograd
+from sg2jax.ops.space_to_depth import space_to_depth_conv2d
 from sg2jax.ops.winograd import Padding2d
 
 _DIMENSION_NUMBERS = ('NHWC', 'HWIO', 'NHWC')
@@ -60,6 +63,7 @@ def conv2d(x: jnp.ndarray, w: jnp.ndarray, stride: int = 1,
   stride = int(stride)
   return lax.platform_dependent(
       x, w, cpu=lambda x, w: _correlate(x, w, stride, padding),
+      tpu=lambda x, w: space_to_depth_conv2d(x, w, stride, padding),
       default=lambda x, w: xla_conv2d(x, w, stride, padding))
 
 

@@ -6,8 +6,10 @@ loader flips its up-sampling kernels to match (REFERENCE.md §8.1).
 
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from sg2jax.ops.conv2d import conv2d, transposed_conv2d
+from sg2jax.ops.space_to_depth import fold_filter, lane_factors
 from sg2jax.ops.upfirdn import Padding, parse_padding, upfirdn2d
 
 
@@ -30,7 +32,12 @@ def conv2d_resample(
   by the FIR filter, which XLA runs as one backward-data convolution instead of a convolution on
   the 4x larger upsampled image. Valid-mode convolutions commute, so both give the same result;
   the FIR pads are the generic ones minus the `k-1` the transposed convolution already added.
-  1x1 kernels filter on the small side of the resampling instead.
+  1x1 kernels filter on the small side of the resampling instead. In TPU programs a larger
+  kernel's down case on maps narrower than the TPU's lanes is one strided correlation with the
+  FIR filter folded into the kernel (`folded_conv2d_down`, the same linear map): no
+  full-resolution filtered copy, and a correlation `space_to_depth.py` lays out for the lanes
+  (docs/TPU.md). Folded, a 1x1 kernel would become a 4x4 one, and wide maps would only gain
+  arithmetic: those stay as they are.
 
   Args:
     x: `[N, H, W, I]`.
@@ -65,9 +72,30 @@ def conv2d_resample(
     fh, fw = np.asarray(f).shape
     pad = (px0 + (fw - down + 1) // 2, px1 + (fw - down) // 2,
            py0 + (fh - down + 1) // 2, py1 + (fh - down) // 2)
+
     if kh == 1 and kw == 1:
       x = upfirdn2d(x, f, down=down, padding=pad, flip_filter=flip_filter)
       return conv2d(x, w)
-    x = upfirdn2d(x, f, padding=pad, flip_filter=flip_filter)
-    return conv2d(x, w, stride=down)
+
+    def filter_then_correlate(x, w):
+      return conv2d(upfirdn2d(x, f, padding=pad, flip_filter=flip_filter), w, stride=down)
+
+    folded_width = (x.shape[2] + pad[0] + pad[1] - (fw + kw - 1)) // down + 1
+    if lane_factors(x.shape[2], folded_width, x.shape[3], w.shape[3], (fh + kh - 1, fw + kw - 1),
+                    down) is None:
+      return filter_then_correlate(x, w)
+    return lax.platform_dependent(
+        x, w, default=filter_then_correlate,
+        tpu=lambda x, w: folded_conv2d_down(x, w, f, down, pad, flip_filter))
   return conv2d(x, w, padding=((py0, py1), (px0, px1)))
+
+
+def folded_conv2d_down(x: jnp.ndarray, w: jnp.ndarray, f: np.ndarray, down: int,
+                       pad: tuple[int, int, int, int], flip_filter: bool = False) -> jnp.ndarray:
+  """`conv2d_resample`'s down case in TPU programs: `upfirdn2d(x, f, padding=pad)` then a
+  correlation with `w` at stride `down`, as one correlation with the kernel `fold_filter`
+  makes (equal up to float rounding)."""
+  f = np.asarray(f, np.float64)
+  correlation_filter = f if flip_filter else f[::-1, ::-1]  # upfirdn2d convolves
+  x0, x1, y0, y1 = pad
+  return conv2d(x, fold_filter(w, correlation_filter), stride=down, padding=((y0, y1), (x0, x1)))

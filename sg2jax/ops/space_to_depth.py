@@ -1,0 +1,103 @@
+"""Convolutions of narrow feature maps in a space-to-depth layout, for TPU programs.
+
+A TPU keeps the last dimension of an array in 128 lanes. Feature maps with fewer channels, as
+config F's 32 at 1024x1024 and 64 at 512x512, leave lanes empty, and the TPU compiler's
+convolutions and their derivatives lay such maps out with the channels in the lanes: in
+D at 1024 several copies of each map at 4x their size (docs/TPU.md). Reshaping
+`[N, H, W, C]` to `[N, H, W / s, s C]` (free: W and C are adjacent in memory) gives the
+convolution `s C` channels to fill the lanes with; the kernel becomes one over cells of `s`
+pixels whose entries are the original taps placed by a fixed 0/1 tensor, so the result, and
+JAX's derivatives of every order, are those of the original convolution (the extra
+multiplications are by zeros). XLA counts the zeros' arithmetic in its flops.
+"""
+
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from sg2jax.ops.winograd import Padding2d
+
+LANES = 128
+_DIMENSION_NUMBERS = ('NHWC', 'HWIO', 'NHWC')
+
+
+def _power_of_two_at_most(value: int) -> int:
+  return 1 << (max(int(value), 1).bit_length() - 1)
+
+
+def lane_factors(width: int, out_width: int, in_channels: int, out_channels: int,
+                 kernel_size: tuple[int, int], stride: int) -> tuple[int, int] | None:
+  """`(s_in, s_out)`: pixels per cell of the input and of the output (`s_in = stride * s_out`),
+  the most that keep `s_out * out_channels` and `s_in * in_channels / stride` within the lanes;
+  None where the convolution keeps its own layout: the input's channels fill the lanes
+  already, a 1x1 stride-1 kernel (a matrix product, no neighbours to gather), or widths the
+  cells do not divide."""
+  if in_channels >= LANES or (tuple(kernel_size) == (1, 1) and stride == 1):
+    return None
+  s_out = _power_of_two_at_most(max(LANES // out_channels, 1))
+  while s_out >= 1 and (out_width % s_out or width % (s_out * stride)
+                        or s_out * in_channels > LANES):
+    s_out //= 2
+  if s_out == 0 or s_out * stride == 1:
+    return None
+  return s_out * stride, s_out
+
+
+def cell_kernel(w: jnp.ndarray, stride: int, left: int, s_in: int,
+                s_out: int) -> tuple[jnp.ndarray, int]:
+  """The `[kh, A, s_in I, s_out O]` kernel over cells equal to `w` `[kh, kw, I, O]` (stride
+  `stride`, `left` zero columns of padding), and the first cell offset it reads (<= 0).
+
+  Output pixel `s_out j + k` reads input pixel `s_in j + stride k + dx - left`: cell
+  `j + (stride k + dx - left) // s_in`, position `(stride k + dx - left) % s_in` in it."""
+  kh, kw, in_channels, out_channels = w.shape
+  offsets = [(stride * k + dx - left) for k in range(s_out) for dx in range(kw)]
+  first = min(o // s_in for o in offsets)
+  cells = max(o // s_in for o in offsets) - first + 1
+  placement = np.zeros((cells, s_in, s_out, kw), np.float32)
+  for k in range(s_out):
+    for dx in range(kw):
+      offset = stride * k + dx - left
+      placement[offset // s_in - first, offset % s_in, k, dx] = 1
+  kernel = jnp.einsum('akld,hdco->hakclo', jnp.asarray(placement, w.dtype), w)
+  return kernel.reshape(kh, cells, s_in * in_channels, s_out * out_channels), first
+
+
+def space_to_depth_conv2d(x: jnp.ndarray, w: jnp.ndarray, stride: int,
+                          padding: Padding2d) -> jnp.ndarray:
+  """XLA's convolution `[N, H, W, I] x [kh, kw, I, O]` (non-negative `padding`, a stride) in the
+  space-to-depth layout where `lane_factors` finds one, else as it is."""
+  n, height, width, in_channels = x.shape
+  kh, kw, _, out_channels = w.shape
+  (top, bottom), (left, right) = padding
+  out_height = (height + top + bottom - kh) // stride + 1
+  out_width = (width + left + right - kw) // stride + 1
+  factors = lane_factors(width, out_width, in_channels, out_channels, (kh, kw), stride)
+  if factors is None:
+    return lax.conv_general_dilated(x, w, (stride, stride), padding,
+                                    dimension_numbers=_DIMENSION_NUMBERS)
+  s_in, s_out = factors
+  kernel, first = cell_kernel(w, stride, left, s_in, s_out)
+  cells_in, cells_out = width // s_in, out_width // s_out
+  # Whole cells of zeros around the input: every pixel the original reads outside the image is
+  # a padding zero, and every cell read here holds only pixels it reads or never-read ones.
+  cell_left = -first
+  cell_right = cells_out - 1 + first + kernel.shape[1] - 1 - (cells_in - 1)
+  y = lax.conv_general_dilated(
+      x.reshape(n, height, cells_in, s_in * in_channels), kernel, (stride, 1),
+      ((top, bottom), (cell_left, cell_right)), dimension_numbers=_DIMENSION_NUMBERS)
+  return y.reshape(n, out_height, out_width, out_channels)
+
+
+def fold_filter(w: jnp.ndarray, correlation_filter: np.ndarray) -> jnp.ndarray:
+  """The kernel `[fh + kh - 1, fw + kw - 1, I, O]` of correlating with the FIR filter (per
+  channel) and then with `w`: `K[m] = sum_{u + v = m} f[u] w[v]`."""
+  f = np.asarray(correlation_filter, np.float64)
+  kh, kw = w.shape[0], w.shape[1]
+  fh, fw = f.shape
+  kernel = jnp.zeros((fh + kh - 1, fw + kw - 1) + w.shape[2:], w.dtype)
+  for u in range(fh):
+    for v in range(fw):
+      if f[u, v] != 0:
+        kernel = kernel.at[u:u + kh, v:v + kw].add(w * jnp.asarray(f[u, v], w.dtype))
+  return kernel
