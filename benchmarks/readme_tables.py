@@ -19,6 +19,7 @@ from typing import Callable, Optional
 sys.path.insert(0, str(Path(__file__).parent))
 
 import results  # noqa: E402  (benchmarks/results.py)
+import tpu_compile  # noqa: E402  (benchmarks/tpu_compile.py)
 
 README = Path(__file__).parent.parent / 'README.md'
 MARKER = re.compile(r'^<!-- table: (.+?) -->$')
@@ -94,8 +95,9 @@ def winograd_phases() -> str:
 
 
 def tpu_phases() -> str:
-  """Every training phase compiled for a TPU slice: HBM per chip against the chip's capacity."""
-  rows = _rows('tpu_compile.jsonl')
+  """Every training phase compiled for a TPU slice: HBM per chip against the chip's capacity
+  (the newest compile of each setting)."""
+  rows = tpu_compile.newest(_rows('tpu_compile.jsonl'))
   rows = [r for r in rows if r['program'].split('@')[0] in PHASE_LABELS]
   order = {name: i for i, name in enumerate(PHASE_LABELS)}
   rows.sort(key=lambda r: (r['topology'], -r['resolution_setting'], r['dtype'], r['precision'],
@@ -113,10 +115,10 @@ def tpu_phases() -> str:
                   PHASE_LABELS[r['program'].split('@')[0]], str(r['batch_per_chip']), hbm,
                   f'{r["capacity_gib"]:.2f}', verdict,
                   '' if r.get('gflop') is None else f'{r["gflop"]:.0f}',
-                  f'{r["compile_seconds"]:.0f}'])
+                  f'{r["compile_seconds"]:.0f}', r['commit'][:7]])
   return _table(['slice', 'resolution', 'dtype, precision', 'remat', 'phase', 'images per chip',
-                 'HBM per chip GiB', 'of GiB', 'verdict', 'GFLOP per chip', 'compile s here'],
-                'lrlllrrrlrr', table)
+                 'HBM per chip GiB', 'of GiB', 'verdict', 'GFLOP per chip', 'compile s here',
+                 'commit'], 'lrlllrrrlrrl', table)
 
 
 def _finetune(what: str, name: Optional[str] = None) -> list[dict]:

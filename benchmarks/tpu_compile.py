@@ -30,12 +30,25 @@ def combination_key(row: dict) -> tuple:
           row.get('max_batch', False))
 
 
+def newest(rows: list[dict]) -> list[dict]:
+  """Of each program of a combination compiled by several runs (by other commits), the newest
+  run's row."""
+  key = lambda row: combination_key(row) + (row['program'],)
+  runs: dict[tuple, str] = {}
+  for row in rows:
+    runs[key(row)] = max(runs.get(key(row), ''), row.get('run', row['date']))
+  return [row for row in rows if row.get('run', row['date']) == runs[key(row)]]
+
+
 def run(args) -> None:
   from sg2jax import aot, topology
   topology.prepare_environment()
   from sg2jax.cli import configure_jax, load_config, override_config
-  done = {combination_key(row) for row in results.read(args.out)}
   record = results.provenance()
+  # An interrupted run continues with the programs it has not compiled; a new commit compiles
+  # every program again.
+  done = {combination_key(row) + (row['program'],) for row in results.read(args.out)
+          if row.get('commit') == record['commit']}
   record['run'] = record['date']
   for name in args.slices.split(','):
     slice_ = topology.parse_slice(name)
@@ -47,27 +60,29 @@ def run(args) -> None:
         tags = {'config': args.config, 'topology': slice_.name, 'resolution_setting': resolution,
                 'dtype': dtype, 'precision': precision, 'remat': args.remat,
                 'batch_gpu': config.batch_gpu, 'max_batch': args.max_batch}
-        if combination_key(tags) in done:
-          print(f'done already: {tags}', file=sys.stderr)
-          continue
         config.resolution = resolution
         config.batch_size = config.batch_gpu * slice_.chips
         config.G.dtype = config.D.dtype = dtype
         config.precision = precision
         config.remat = args.remat
         configure_jax(precision, compile_cache='none')
-        devices = devices or topology.compile_only_devices(slice_)
-        print(f'compiling {tags} ...', file=sys.stderr, flush=True)
-        reports = aot.compile_run(config, slice_, devices, args.programs.split(','),
-                                  max_batch=args.max_batch,
-                                  progress=lambda line: print(line, file=sys.stderr, flush=True))
-        results.append(args.out, ({**record, **tags, **r.as_dict()} for r in reports))
+        for program in args.programs.split(','):
+          if combination_key(tags) + (program,) in done:
+            print(f'done already: {program} {tags}', file=sys.stderr)
+            continue
+          devices = devices or topology.compile_only_devices(slice_)
+          print(f'compiling {program} {tags} ...', file=sys.stderr, flush=True)
+          # One program at a time, each line written as soon as it is compiled.
+          reports = aot.compile_run(
+              config, slice_, devices, [program], max_batch=args.max_batch,
+              progress=lambda line: print(line, file=sys.stderr, flush=True))
+          results.append(args.out, ({**record, **tags, **r.as_dict()} for r in reports))
 
 
 def table(path: str) -> str:
   """The README table: per (slice, resolution, setting), HBM of the largest phase per chip,
   whether every phase fits, the largest per-chip batch (where bisected) and GFLOP per image."""
-  rows = results.read(path)
+  rows = newest(results.read(path))
   groups: dict[tuple, list[dict]] = {}
   for row in rows:
     groups.setdefault(combination_key(row)[:7], []).append(row)
