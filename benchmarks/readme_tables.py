@@ -115,7 +115,7 @@ def tpu_phases() -> str:
                   PHASE_LABELS[r['program'].split('@')[0]], str(r['batch_per_chip']), hbm,
                   f'{r["capacity_gib"]:.2f}', verdict,
                   '' if r.get('gflop') is None else f'{r["gflop"]:.0f}',
-                  f'{r["compile_seconds"]:.0f}', r['commit'][:7]])
+                  f'{r["compile_seconds"]:.0f}', r['commit']])
   return _table(['slice', 'resolution', 'dtype, precision', 'remat', 'phase', 'images per chip',
                  'HBM per chip GiB', 'of GiB', 'verdict', 'GFLOP per chip', 'compile s here',
                  'commit'], 'lrlllrrrlrrl', table)

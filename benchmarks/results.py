@@ -16,12 +16,14 @@ RESULTS = Path(__file__).parent / 'results'
 
 
 def commit() -> str:
-  """The checked-out commit, with '+changes' when the work tree differs from it."""
+  """The checked-out commit, with '+changes' when the work tree differs from it (result files
+excepted: another run may be appending to them)."""
   root = Path(__file__).parent.parent
   try:
     head = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=root, capture_output=True,
                           text=True, check=True).stdout.strip()
-    dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=root,
+    dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no', '--', '.',
+                            ':(exclude)benchmarks/results'], cwd=root,
                            capture_output=True, text=True, check=True).stdout.strip()
   except (OSError, subprocess.CalledProcessError):
     return 'unknown'

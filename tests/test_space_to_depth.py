@@ -108,8 +108,8 @@ def temporaries(device, loss, *shapes):
 def test_tpu_programs_take_the_narrow_form_and_need_less_memory(v5e_chip):
   """sg2jax's `conv2d` compiled for a v5e chip needs a fraction of the memory of XLA's own
   convolution of the same 32-channel maps (its gradient, as training takes it)."""
-  shape, kernel, padding = (4, 256, 256, 32), (3, 3, 32, 32), ((1, 1), (1, 1))
+  shape, kernel, padding = (2, 256, 256, 32), (3, 3, 32, 32), ((1, 1), (1, 1))
   loss = lambda conv: lambda x, w: jnp.sum(conv(x, w).astype(jnp.float32) ** 2)
   ours = temporaries(v5e_chip, loss(lambda x, w: conv2d(x, w, padding=padding)), shape, kernel)
   xla = temporaries(v5e_chip, loss(lambda x, w: reference(x, w, 1, padding)), shape, kernel)
-  assert ours < 0.5 * xla, (ours, xla)
+  assert xla > 2 ** 24 and ours < 0.5 * xla, (ours, xla)
