@@ -17,7 +17,7 @@ RESULTS = Path(__file__).parent / 'results'
 
 def commit() -> str:
   """The checked-out commit, with '+changes' when the work tree differs from it (result files
-excepted: another run may be appending to them)."""
+  excepted: another run may be appending to them)."""
   root = Path(__file__).parent.parent
   try:
     head = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=root, capture_output=True,

@@ -37,9 +37,7 @@ def relative(a, b):  # float32 rounding, relative to the largest entry
 ])
 def test_space_to_depth_convolution_equals_the_convolution(shape, kernel, stride, padding,
                                                            factors):
-  out_width = (shape[2] + sum(padding[1]) - kernel[1]) // stride + 1
-  assert space_to_depth.lane_factors(shape[2], out_width, shape[3], kernel[3], kernel[:2],
-                                     stride) == factors
+  assert space_to_depth.lane_factors(shape, kernel, stride, padding) == factors
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.standard_normal(shape), jnp.float32)
   w = jnp.asarray(rng.standard_normal(kernel), jnp.float32)
@@ -61,14 +59,17 @@ def test_space_to_depth_convolution_equals_the_convolution(shape, kernel, stride
 
 
 def test_lane_factors_leave_wide_and_pointwise_convolutions_alone():
-  assert space_to_depth.lane_factors(64, 64, 128, 128, (3, 3), 1) is None  # lanes full already
-  assert space_to_depth.lane_factors(64, 32, 128, 256, (6, 6), 2) is None
-  assert space_to_depth.lane_factors(64, 32, 64, 128, (6, 6), 2) == (2, 1)  # input cells only
-  assert space_to_depth.lane_factors(64, 64, 32, 3, (1, 1), 1) is None     # a matrix product
-  assert space_to_depth.lane_factors(7, 7, 32, 32, (3, 3), 1) is None      # odd width
-  assert space_to_depth.lane_factors(1024, 1024, 32, 32, (3, 3), 1) == (4, 4)
-  assert space_to_depth.lane_factors(1024, 512, 32, 64, (6, 6), 2) == (4, 2)
-  assert space_to_depth.lane_factors(512, 512, 64, 64, (3, 3), 1) == (2, 2)
+  same, none = ((1, 1), (1, 1)), ((0, 0), (0, 0))
+  factors = lambda width, i, o, k, stride, pad: space_to_depth.lane_factors(
+      (1, width, width, i), (k, k, i, o), stride, pad)
+  assert factors(64, 128, 128, 3, 1, same) is None  # lanes full already
+  assert factors(64, 128, 256, 6, 2, ((2, 2), (2, 2))) is None
+  assert factors(64, 64, 128, 6, 2, ((2, 2), (2, 2))) == (2, 1)  # input cells only
+  assert factors(64, 32, 3, 1, 1, none) is None     # a matrix product
+  assert factors(7, 32, 32, 3, 1, same) is None      # odd width
+  assert factors(1024, 32, 32, 3, 1, same) == (4, 4)
+  assert factors(1024, 32, 64, 6, 2, ((2, 2), (2, 2))) == (4, 2)
+  assert factors(512, 64, 64, 3, 1, same) == (2, 2)
 
 
 @pytest.mark.parametrize('kernel_size, taps, flip_filter', [

@@ -72,7 +72,6 @@ def conv2d_resample(
     fh, fw = np.asarray(f).shape
     pad = (px0 + (fw - down + 1) // 2, px1 + (fw - down) // 2,
            py0 + (fh - down + 1) // 2, py1 + (fh - down) // 2)
-
     if kh == 1 and kw == 1:
       x = upfirdn2d(x, f, down=down, padding=pad, flip_filter=flip_filter)
       return conv2d(x, w)
@@ -80,9 +79,9 @@ def conv2d_resample(
     def filter_then_correlate(x, w):
       return conv2d(upfirdn2d(x, f, padding=pad, flip_filter=flip_filter), w, stride=down)
 
-    folded_width = (x.shape[2] + pad[0] + pad[1] - (fw + kw - 1)) // down + 1
-    if lane_factors(x.shape[2], folded_width, x.shape[3], w.shape[3], (fh + kh - 1, fw + kw - 1),
-                    down) is None:
+    folded_kernel_shape = (fh + kh - 1, fw + kw - 1) + tuple(w.shape[2:])
+    if lane_factors(x.shape, folded_kernel_shape, down,
+                    ((pad[2], pad[3]), (pad[0], pad[1]))) is None:
       return filter_then_correlate(x, w)
     return lax.platform_dependent(
         x, w, default=filter_then_correlate,

@@ -25,14 +25,19 @@ def _power_of_two_at_most(value: int) -> int:
   return 1 << (max(int(value), 1).bit_length() - 1)
 
 
-def lane_factors(width: int, out_width: int, in_channels: int, out_channels: int,
-                 kernel_size: tuple[int, int], stride: int) -> tuple[int, int] | None:
-  """`(s_in, s_out)`: pixels per cell of the input and of the output (`s_in = stride * s_out`),
-  the most that keep `s_out * out_channels` and `s_in * in_channels / stride` within the lanes;
-  None where the convolution keeps its own layout: the input's channels fill the lanes
-  already, a 1x1 stride-1 kernel (a matrix product, no neighbours to gather), or widths the
-  cells do not divide."""
-  if in_channels >= LANES or (tuple(kernel_size) == (1, 1) and stride == 1):
+def lane_factors(x_shape: tuple[int, ...], kernel_shape: tuple[int, ...], stride: int,
+                 padding: Padding2d) -> tuple[int, int] | None:
+  """For a correlation of `[N, H, W, I]` with a `[kh, kw, I, O]` kernel (stride, non-negative
+  padding): `(s_in, s_out)`, pixels per cell of the input and of the output (`s_in = stride *
+  s_out`), the most that keep `s_out * O` and `s_in * I / stride` within the lanes; None where
+  the convolution keeps its own layout: the input's channels fill the lanes already, a 1x1
+  stride-1 kernel (a matrix product, no neighbours to gather), or widths the cells do not
+  divide."""
+  width, in_channels = x_shape[2], x_shape[3]
+  kh, kw, _, out_channels = kernel_shape
+  (_, _), (left, right) = padding
+  out_width = (width + left + right - kw) // stride + 1
+  if in_channels >= LANES or ((kh, kw) == (1, 1) and stride == 1):
     return None
   s_out = _power_of_two_at_most(max(LANES // out_channels, 1))
   while s_out >= 1 and (out_width % s_out or width % (s_out * stride)
@@ -72,7 +77,7 @@ def space_to_depth_conv2d(x: jnp.ndarray, w: jnp.ndarray, stride: int,
   (top, bottom), (left, right) = padding
   out_height = (height + top + bottom - kh) // stride + 1
   out_width = (width + left + right - kw) // stride + 1
-  factors = lane_factors(width, out_width, in_channels, out_channels, (kh, kw), stride)
+  factors = lane_factors(x.shape, w.shape, stride, padding)
   if factors is None:
     return lax.conv_general_dilated(x, w, (stride, stride), padding,
                                     dimension_numbers=_DIMENSION_NUMBERS)
