@@ -115,10 +115,11 @@ def tpu_phases() -> str:
                   PHASE_LABELS[r['program'].split('@')[0]], str(r['batch_per_chip']), hbm,
                   f'{r["capacity_gib"]:.2f}', verdict,
                   '' if r.get('gflop') is None else f'{r["gflop"]:.0f}',
+                  '' if r.get('gflop_per_image') is None else f'{r["gflop_per_image"]:.0f}',
                   f'{r["compile_seconds"]:.0f}', r['commit']])
   return _table(['slice', 'resolution', 'dtype, precision', 'remat', 'phase', 'images per chip',
-                 'HBM per chip GiB', 'of GiB', 'verdict', 'GFLOP per chip', 'compile s here',
-                 'commit'], 'lrlllrrrlrrl', table)
+                 'HBM per chip GiB', 'of GiB', 'verdict', 'GFLOP per chip', 'GFLOP per image',
+                 'compile s here', 'commit'], 'lrlllrrrlrrrl', table)
 
 
 def _finetune(what: str, name: Optional[str] = None) -> list[dict]:
