@@ -15,11 +15,20 @@ def g_nonsaturating_loss(fake_logits: jnp.ndarray) -> jnp.ndarray:
   return jax.nn.softplus(-fake_logits.astype(jnp.float32))
 
 
+def d_real_loss(real_logits: jnp.ndarray) -> jnp.ndarray:
+  """D's logistic loss on reals, `softplus(-D(x))`, per sample."""
+  return jax.nn.softplus(-real_logits.astype(jnp.float32))
+
+
+def d_fake_loss(fake_logits: jnp.ndarray) -> jnp.ndarray:
+  """D's logistic loss on fakes, `softplus(D(G(z)))`, per sample."""
+  return jax.nn.softplus(fake_logits.astype(jnp.float32))
+
+
 def d_logistic_loss(real_logits: jnp.ndarray,
                     fake_logits: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
   """Logistic D loss pieces `(softplus(-D(x)), softplus(D(G(z))))`, per sample."""
-  return (jax.nn.softplus(-real_logits.astype(jnp.float32)),
-          jax.nn.softplus(fake_logits.astype(jnp.float32)))
+  return d_real_loss(real_logits), d_fake_loss(fake_logits)
 
 
 def r1_penalty(discriminate: Callable[[jnp.ndarray], jnp.ndarray],
