@@ -94,11 +94,18 @@ def winograd_phases() -> str:
                   f'{r["gflop_direct"]:.0f}', f'{r["gflop_winograd"]:.0f}'] for r in rows])
 
 
+def _tpu_rows(growing: bool) -> list[dict]:
+  """The newest compile of each training phase of each setting: of config F (fixed schedule),
+  or of the growing configs (programs named `phase@resolution`)."""
+  rows = tpu_compile.newest(_rows('tpu_compile.jsonl'))
+  return [r for r in rows if r['program'].split('@')[0] in PHASE_LABELS
+          and ('@' in r['program']) == growing]
+
+
 def tpu_phases() -> str:
   """Every training phase compiled for a TPU slice: HBM per chip against the chip's capacity
   (the newest compile of each setting)."""
-  rows = tpu_compile.newest(_rows('tpu_compile.jsonl'))
-  rows = [r for r in rows if r['program'].split('@')[0] in PHASE_LABELS]
+  rows = _tpu_rows(growing=False)
   order = {name: i for i, name in enumerate(PHASE_LABELS)}
   rows.sort(key=lambda r: (r['topology'], -r['resolution_setting'], r['dtype'], r['precision'],
                            r.get('remat', 'none'), r['batch_per_chip'],
@@ -120,6 +127,38 @@ def tpu_phases() -> str:
   return _table(['slice', 'resolution', 'dtype, precision', 'remat', 'phase', 'images per chip',
                  'HBM per chip GiB', 'of GiB', 'verdict', 'GFLOP per chip', 'GFLOP per image',
                  'compile s here', 'commit'], 'lrlllrrrlrrrl', table)
+
+
+def tpu_growing() -> str:
+  """Configs A-D: per working resolution of the schedule, each phase's HBM per chip."""
+  by_stage: dict[tuple, dict[str, dict]] = {}
+  for r in _tpu_rows(growing=True):
+    name, resolution = r['program'].split('@')
+    key = (r['config'], r['topology'], r['dtype'], r['precision'], r.get('remat', 'none'),
+           int(resolution))
+    by_stage.setdefault(key, {})[name] = r
+  phases = [name for name in PHASE_LABELS if name != 'ema']
+  table = []
+  for key in sorted(by_stage, key=lambda k: k[:5] + (-k[5],)):
+    config, slice_name, dtype, precision, remat, resolution = key
+    stage = by_stage[key]
+    first = next(iter(stage.values()))
+    cells = []
+    for name in phases:
+      r = stage.get(name)
+      if r is None:
+        cells.append('')
+      elif not r['ok']:
+        cells.append('**failed to compile**')
+      else:
+        cells.append(f'{r["hbm_gib"]:.2f}' + ('' if r['fits'] else ' **does not fit**'))
+    commits = ', '.join(sorted({r['commit'] for r in stage.values()}))
+    table.append([config, slice_name, f'{dtype}, {precision}', remat, str(resolution),
+                  str(first['batch_per_chip'])] + cells +
+                 [f'{first["capacity_gib"]:.2f}', commits])
+  return _table(['config', 'slice', 'dtype, precision', 'remat', 'working resolution',
+                 'images per chip'] + [f'{PHASE_LABELS[n]} GiB' for n in phases] +
+                ['of GiB', 'commit'], 'llllrr' + 'r' * len(phases) + 'rl', table)
 
 
 def _finetune(what: str, name: Optional[str] = None) -> list[dict]:
@@ -224,6 +263,7 @@ TABLES: dict[str, tuple[str, Callable[[], str]]] = {
     'winograd_layers': ('winograd_benchmark.jsonl', winograd_layers),
     'winograd_phases': ('winograd_benchmark.jsonl', winograd_phases),
     'tpu_phases': ('tpu_compile.jsonl', tpu_phases),
+    'tpu_growing': ('tpu_compile.jsonl', tpu_growing),
     'demo_losses': ('finetune_demo.jsonl', demo_losses),
     'finetune_end': ('finetune_demo.jsonl', finetune_end),
     'finetune_ticks': ('finetune_demo.jsonl', finetune_ticks),
