@@ -34,6 +34,8 @@ def relative(a, b):  # float32 rounding, relative to the largest entry
     ((1, 4, 16, 32), (3, 3, 32, 32), 1, ((1, 1), (0, 2)), (4, 4)),
     ((1, 4, 12, 32), (3, 3, 32, 32), 1, ((1, 1), (1, 1)), (4, 4)),     # 3 cells
     ((1, 4, 6, 32), (3, 3, 32, 32), 1, ((1, 1), (1, 1)), (2, 2)),      # 4 does not divide 6
+    ((2, 4, 64, 3), (1, 1, 3, 32), 1, ((0, 0), (0, 0)), (32, 32)),     # fromrgb
+    ((2, 4, 64, 32), (1, 1, 32, 3), 1, ((0, 0), (0, 0)), (32, 32)),    # torgb
 ])
 def test_space_to_depth_convolution_equals_the_convolution(shape, kernel, stride, padding,
                                                            factors):
@@ -58,14 +60,18 @@ def test_space_to_depth_convolution_equals_the_convolution(shape, kernel, stride
   assert relative(theirs_xw, ours_xw) < 5e-5
 
 
-def test_lane_factors_leave_wide_and_pointwise_convolutions_alone():
+def test_lane_factors_fill_the_lanes_and_leave_wide_maps_alone():
   same, none = ((1, 1), (1, 1)), ((0, 0), (0, 0))
   factors = lambda width, i, o, k, stride, pad: space_to_depth.lane_factors(
       (1, width, width, i), (k, k, i, o), stride, pad)
   assert factors(64, 128, 128, 3, 1, same) is None  # lanes full already
   assert factors(64, 128, 256, 6, 2, ((2, 2), (2, 2))) is None
   assert factors(64, 64, 128, 6, 2, ((2, 2), (2, 2))) == (2, 1)  # input cells only
-  assert factors(64, 32, 3, 1, 1, none) is None     # a matrix product
+  assert factors(1024, 3, 32, 1, 1, none) == (32, 32)  # fromrgb: 96 of 128 lanes in
+  assert factors(1024, 32, 3, 1, 1, none) == (32, 32)  # torgb: 96 lanes out
+  assert factors(1024, 64, 64, 1, 1, none) == (2, 2)
+  assert factors(1024, 128, 3, 1, 1, none) is None     # lanes full already
+  assert factors(24, 3, 32, 1, 1, none) == (8, 8)      # 32 does not divide 24
   assert factors(7, 32, 32, 3, 1, same) is None      # odd width
   assert factors(1024, 32, 32, 3, 1, same) == (4, 4)
   assert factors(1024, 32, 64, 6, 2, ((2, 2), (2, 2))) == (4, 2)

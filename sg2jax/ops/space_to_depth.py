@@ -29,19 +29,23 @@ def lane_factors(x_shape: tuple[int, ...], kernel_shape: tuple[int, ...], stride
                  padding: Padding2d) -> tuple[int, int] | None:
   """For a correlation of `[N, H, W, I]` with a `[kh, kw, I, O]` kernel (stride, non-negative
   padding): `(s_in, s_out)`, pixels per cell of the input and of the output (`s_in = stride *
-  s_out`), the most that keep `s_out * O` and `s_in * I / stride` within the lanes; None where
-  the convolution keeps its own layout: the input's channels fill the lanes already, a 1x1
-  stride-1 kernel (a matrix product, no neighbours to gather), or widths the cells do not
-  divide."""
+  s_out`), the most that keep `s_out * O` and `s_in * I / stride` within the lanes; for a 1x1
+  stride-1 kernel (a matrix product per pixel: over cells, one with `s` copies of the kernel on
+  the diagonal) the most that keep the narrower of `s I` and `s O` within them, so that neither
+  side leaves most lanes empty (fromrgb's and torgb's 3 channels: 32 pixels per cell). None where
+  the convolution keeps its own layout: the input's channels fill the lanes already, or widths
+  the cells do not divide."""
   width, in_channels = x_shape[2], x_shape[3]
   kh, kw, _, out_channels = kernel_shape
   (_, _), (left, right) = padding
   out_width = (width + left + right - kw) // stride + 1
-  if in_channels >= LANES or ((kh, kw) == (1, 1) and stride == 1):
+  if in_channels >= LANES:
     return None
-  s_out = _power_of_two_at_most(max(LANES // out_channels, 1))
+  pointwise = (kh, kw) == (1, 1) and stride == 1
+  narrowest = min(in_channels, out_channels) if pointwise else out_channels
+  s_out = _power_of_two_at_most(max(LANES // narrowest, 1))
   while s_out >= 1 and (out_width % s_out or width % (s_out * stride)
-                        or s_out * in_channels > LANES):
+                        or (not pointwise and s_out * in_channels > LANES)):
     s_out //= 2
   if s_out == 0 or s_out * stride == 1:
     return None
