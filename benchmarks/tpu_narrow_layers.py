@@ -5,16 +5,18 @@
 For each block resolution (1024: 32 -> 64 channels, 512: 64 -> 128, 256: 128 -> 256, as config
 F), the gradient of a block's output (fromrgb at the top block, the resnet skip, conv0, conv1
 with its FIR filter, bias, leaky ReLU; bfloat16; `--batch` images) with respect to its weights
-and input, compiled by the TPU compiler for one chip of `--topology`, in two forms:
+and input, and R1's second-order gradient (with respect to the weights, of the squared gradient
+of the block's output with respect to its input), compiled by the TPU compiler for one chip of
+`--topology`, in two forms:
 
 - `xla`: XLA's own convolutions and depthwise FIR filters as they are (what TPU programs ran
   before `sg2jax/ops/space_to_depth.py`);
 - `sg2jax`: sg2jax's `conv2d` and `conv2d_resample` lowered for the TPU, which lay out maps
-  narrower than the 128 lanes space-to-depth and fold the FIR filter into D's strided 3x3
-  convolutions.
+  narrower than the 128 lanes space-to-depth (fromrgb's 1x1 kernel on 3-channel images too) and
+  fold the FIR filter into D's strided 3x3 convolutions.
 
-One JSON line per (resolution, form): temporaries (GiB), XLA's GFLOP, compile seconds. Compiler
-facts, not run times.
+One JSON line per (resolution, form, gradient): temporaries (GiB), XLA's GFLOP, compile seconds.
+Compiler facts, not run times.
 """
 
 import argparse
@@ -68,7 +70,18 @@ def block_loss(form: str, top: bool):
   return loss
 
 
-def compile_block(device, form: str, resolution: int, batch: int) -> dict:
+def r1_loss(loss):
+  """The squared gradient of `loss` with respect to the block's input (R1's penalty)."""
+  import jax
+  import jax.numpy as jnp
+
+  def penalty(params, x):
+    return jnp.sum(jax.grad(loss, argnums=1)(params, x).astype(jnp.float32) ** 2)
+
+  return penalty
+
+
+def compile_block(device, form: str, resolution: int, batch: int, gradient: str) -> dict:
   import jax
   import jax.numpy as jnp
   tmp, out = CHANNELS[resolution]
@@ -83,11 +96,16 @@ def compile_block(device, form: str, resolution: int, batch: int) -> dict:
   x = jax.ShapeDtypeStruct((batch, resolution, resolution, cin),
                            jnp.float32 if top else jnp.bfloat16, sharding=sharding)
   start = time.perf_counter()
-  compiled = jax.jit(jax.grad(block_loss(form, top), argnums=(0, 1))).lower(params, x).compile()
+  loss = block_loss(form, top)
+  if gradient == 'r1':  # R1 differentiates with respect to the weights only
+    compiled = jax.jit(jax.grad(r1_loss(loss))).lower(params, x).compile()
+  else:
+    compiled = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(params, x).compile()
   memory = compiled.memory_analysis()
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  return {'resolution': resolution, 'form': form, 'batch': batch, 'channels': [cin, tmp, out],
+  return {'resolution': resolution, 'form': form, 'gradient': gradient, 'batch': batch,
+          'channels': [cin, tmp, out],
           'temp_gib': round(memory.temp_size_in_bytes / 2 ** 30, 4),
           'gflop': round(float(cost['flops']) / 1e9, 2),
           'compile_seconds': round(time.perf_counter() - start, 1)}
@@ -98,6 +116,8 @@ def main() -> None:
   p.add_argument('--topology', default='v5e-1')
   p.add_argument('--resolutions', default='1024,512,256')
   p.add_argument('--batch', type=int, default=4)
+  p.add_argument('--gradients', default='first,r1',
+                 help="'first': of the block's output; 'r1': of R1's penalty")
   p.add_argument('--out', default=None)
   args = p.parse_args()
   from sg2jax import topology
@@ -106,9 +126,10 @@ def main() -> None:
   device = topology.compile_only_devices(slice_)[0]
   record = results.Recorder(args.out)
   for resolution in (int(r) for r in args.resolutions.split(',')):
-    for form in ('xla', 'sg2jax'):
-      record({'topology': slice_.name, 'chip': device.device_kind,
-              **compile_block(device, form, resolution, args.batch)})
+    for gradient in args.gradients.split(','):
+      for form in ('xla', 'sg2jax'):
+        record({'topology': slice_.name, 'chip': device.device_kind,
+                **compile_block(device, form, resolution, args.batch, gradient)})
 
 
 if __name__ == '__main__':
