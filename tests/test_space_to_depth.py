@@ -69,7 +69,8 @@ def test_lane_factors_fill_the_lanes_and_leave_wide_maps_alone():
   assert factors(64, 64, 128, 6, 2, ((2, 2), (2, 2))) == (2, 1)  # input cells only
   assert factors(1024, 3, 32, 1, 1, none) == (32, 32)  # fromrgb: 96 of 128 lanes in
   assert factors(1024, 32, 3, 1, 1, none) == (32, 32)  # torgb: 96 lanes out
-  assert factors(1024, 64, 64, 1, 1, none) == (2, 2)
+  assert factors(1024, 64, 64, 1, 1, none) is None     # between feature maps
+  assert factors(512, 32, 64, 1, 1, none) is None      # D's resnet skip after its FIR filter
   assert factors(1024, 128, 3, 1, 1, none) is None     # lanes full already
   assert factors(24, 3, 32, 1, 1, none) == (8, 8)      # 32 does not divide 24
   assert factors(7, 32, 32, 3, 1, same) is None      # odd width
