@@ -18,7 +18,7 @@ from jax import lax
 from sg2jax.ops.winograd import Padding2d
 
 LANES = 128
-IMAGE_CHANNELS = 4  # RGB(A): a 1x1 kernel with this few channels on one side takes cells
+IMAGE_CHANNELS = 4  # RGB(A): a 1x1 kernel with this few input channels takes cells
 _DIMENSION_NUMBERS = ('NHWC', 'HWIO', 'NHWC')
 
 
@@ -32,12 +32,13 @@ def lane_factors(x_shape: tuple[int, ...], kernel_shape: tuple[int, ...], stride
   padding): `(s_in, s_out)`, pixels per cell of the input and of the output (`s_in = stride *
   s_out`), the most that keep `s_out * O` and `s_in * I / stride` within the lanes. A 1x1
   stride-1 kernel (a matrix product per pixel; over cells, one with `s` copies of the kernel on
-  the diagonal) takes cells only when one side is an image's few channels (at most
-  `IMAGE_CHANNELS`: fromrgb, torgb), as many as keep that side within the lanes (32 for 3
-  channels): between feature maps of 32 or 64 channels the TPU compiler needed more memory with
-  cells than without (docs/TPU.md). None where the convolution keeps its own layout: the input's
-  channels fill the lanes already, a 1x1 stride-1 kernel between feature maps, or widths the
-  cells do not divide."""
+  the diagonal) takes cells only when its input is an image's few channels (at most
+  `IMAGE_CHANNELS`: D's fromrgb), as many as keep the input within the lanes (32 for 3
+  channels). Other 1x1 kernels needed more memory with cells than without in the TPU
+  compiler's programs (between feature maps: D's resnet skip; G's torgb, images out:
+  docs/TPU.md). None where the convolution keeps its own layout: the input's channels fill the
+  lanes already, a 1x1 stride-1 kernel whose input is not an image, or widths the cells do not
+  divide."""
   width, in_channels = x_shape[2], x_shape[3]
   kh, kw, _, out_channels = kernel_shape
   (_, _), (left, right) = padding
@@ -45,9 +46,9 @@ def lane_factors(x_shape: tuple[int, ...], kernel_shape: tuple[int, ...], stride
   if in_channels >= LANES:
     return None
   pointwise = (kh, kw) == (1, 1) and stride == 1
-  narrowest = min(in_channels, out_channels) if pointwise else out_channels
-  if pointwise and narrowest > IMAGE_CHANNELS:
+  if pointwise and in_channels > IMAGE_CHANNELS:
     return None
+  narrowest = in_channels if pointwise else out_channels
   s_out = _power_of_two_at_most(max(LANES // narrowest, 1))
   while s_out >= 1 and (out_width % s_out or width % (s_out * stride)
                         or (not pointwise and s_out * in_channels > LANES)):
