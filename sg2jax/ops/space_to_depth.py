@@ -48,8 +48,8 @@ def lane_factors(x_shape: tuple[int, ...], kernel_shape: tuple[int, ...], stride
   pointwise = (kh, kw) == (1, 1) and stride == 1
   if pointwise and in_channels > IMAGE_CHANNELS:
     return None
-  narrowest = in_channels if pointwise else out_channels
-  s_out = _power_of_two_at_most(max(LANES // narrowest, 1))
+  filled_channels = in_channels if pointwise else out_channels  # the side the cells fill
+  s_out = _power_of_two_at_most(max(LANES // filled_channels, 1))
   while s_out >= 1 and (out_width % s_out or width % (s_out * stride)
                         or (not pointwise and s_out * in_channels > LANES)):
     s_out //= 2
