@@ -69,7 +69,7 @@ def test_lane_factors_fill_the_lanes_and_leave_wide_maps_alone():
   assert factors(1024, 3, 32, 1, 1, none) == (32, 32)  # fromrgb: 96 of 128 lanes in
   assert factors(1024, 32, 3, 1, 1, none) is None      # torgb: images out, not in
   assert factors(1024, 64, 64, 1, 1, none) is None     # between feature maps
-  assert factors(512, 32, 64, 1, 1, none) is None      # D's resnet skip after its FIR filter
+  assert factors(512, 32, 64, 1, 1, none) is None      # a 1x1 after a FIR filter, unfolded
   assert factors(1024, 128, 3, 1, 1, none) is None     # lanes full already
   assert factors(24, 3, 32, 1, 1, none) == (8, 8)      # 32 does not divide 24
   assert factors(7, 32, 32, 3, 1, same) is None      # odd width
@@ -120,3 +120,19 @@ def test_tpu_programs_take_the_narrow_form_and_need_less_memory(v5e_chip):
   ours = temporaries(v5e_chip, loss(lambda x, w: conv2d(x, w, padding=padding)), shape, kernel)
   xla = temporaries(v5e_chip, loss(lambda x, w: reference(x, w, 1, padding)), shape, kernel)
   assert xla > 2 ** 24 and ours < 0.5 * xla, (ours, xla)
+
+
+@pytest.mark.parametrize('channels, folded', [(32, True), (64, False)])
+def test_tpu_programs_fold_the_filter_into_the_narrowest_1x1_down_convolution(v5e_chip, channels,
+                                                                            folded):
+  """D's resnet skip (FIR filter, stride 2, 1x1 kernel) in a TPU program: on 32-channel maps one
+  correlation with the filter folded in (no depthwise filter on the narrow map); on 64-channel
+  maps, where folding needed more memory, the filter and the 1x1 kernel as they are."""
+  sharding = jax.sharding.SingleDeviceSharding(v5e_chip)
+  x = jax.ShapeDtypeStruct((2, 64, 64, channels), jnp.bfloat16, sharding=sharding)
+  w = jax.ShapeDtypeStruct((1, 1, channels, 2 * channels), jnp.bfloat16, sharding=sharding)
+  f = setup_filter([1, 3, 3, 1])
+  text = jax.jit(lambda x, w: conv2d_resample(x, w, f, down=2)).lower(x, w).as_text()
+  depthwise = f'feature_group_count = {channels}' in text
+  assert text.count('stablehlo.convolution') == (1 if folded else 2)
+  assert depthwise == (not folded)

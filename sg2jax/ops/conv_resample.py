@@ -9,7 +9,7 @@ import numpy as np
 from jax import lax
 
 from sg2jax.ops.conv2d import conv2d, transposed_conv2d
-from sg2jax.ops.space_to_depth import fold_filter, lane_factors
+from sg2jax.ops.space_to_depth import LANES, fold_filter, lane_factors
 from sg2jax.ops.upfirdn import Padding, parse_padding, upfirdn2d
 
 
@@ -36,8 +36,10 @@ def conv2d_resample(
   kernel's down case on maps narrower than the TPU's lanes is one strided correlation with the
   FIR filter folded into the kernel (`folded_conv2d_down`, the same linear map): no
   full-resolution filtered copy, and a correlation `space_to_depth.py` lays out for the lanes
-  (docs/TPU.md). Folded, a 1x1 kernel would become a 4x4 one, and wide maps would only gain
-  arithmetic: those stay as they are.
+  (docs/TPU.md). Folded, a 1x1 kernel becomes a 4x4 one: D's resnet skip is folded only on maps
+  of at most a quarter of the lanes (32 channels, D's 1024 block), where it saved R1's
+  second-order gradient memory; on 64-channel maps folding needed more, and wide maps would only
+  gain arithmetic.
 
   Args:
     x: `[N, H, W, I]`.
@@ -73,15 +75,17 @@ def conv2d_resample(
     pad = (px0 + (fw - down + 1) // 2, px1 + (fw - down) // 2,
            py0 + (fh - down + 1) // 2, py1 + (fh - down) // 2)
     if kh == 1 and kw == 1:
-      x = upfirdn2d(x, f, down=down, padding=pad, flip_filter=flip_filter)
-      return conv2d(x, w)
-
-    def filter_then_correlate(x, w):
-      return conv2d(upfirdn2d(x, f, padding=pad, flip_filter=flip_filter), w, stride=down)
-
+      def filter_then_correlate(x, w):
+        return conv2d(upfirdn2d(x, f, down=down, padding=pad, flip_filter=flip_filter), w)
+      # Folded, the 1x1 kernel becomes fh x fw: worth it only on the narrowest maps.
+      foldable = x.shape[-1] <= LANES // 4
+    else:
+      def filter_then_correlate(x, w):
+        return conv2d(upfirdn2d(x, f, padding=pad, flip_filter=flip_filter), w, stride=down)
+      foldable = True
     folded_kernel_shape = (fh + kh - 1, fw + kw - 1) + tuple(w.shape[2:])
-    if lane_factors(x.shape, folded_kernel_shape, down,
-                    ((pad[2], pad[3]), (pad[0], pad[1]))) is None:
+    if not foldable or lane_factors(x.shape, folded_kernel_shape, down,
+                                    ((pad[2], pad[3]), (pad[0], pad[1]))) is None:
       return filter_then_correlate(x, w)
     return lax.platform_dependent(
         x, w, default=filter_then_correlate,
