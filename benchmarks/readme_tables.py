@@ -1,10 +1,10 @@
 """The README's measured tables, made from the result files in `benchmarks/results/`.
 
-  python benchmarks/readme_tables.py            # print every table
+  python benchmarks/readme_tables.py            # print the tables the README quotes
   python benchmarks/readme_tables.py --write    # put them into README.md
 
 In README.md each measured table follows a line `<!-- table: NAME -->`; NAME is one of
-`TABLES`, which says the result file it is made from. `tests/test_readme_tables.py` fails when a
+`TABLES`, which names the result files it is made from. `tests/test_readme_tables.py` fails when a
 table in the README differs from what its result file gives, or when a README table has no such
 line (tables of facts that are not measurements say so: `<!-- table: not measured (why) -->`).
 Only the standard library: the test runs without jax.
@@ -129,6 +129,11 @@ def tpu_phases() -> str:
                  'compile s here', 'commit'], 'lrlllrrrlrrrl', table)
 
 
+def _config_label(config: str) -> str:
+  """'experiments/ffhq.py:config=d' -> 'config D'."""
+  return f'config {config.rsplit("=", 1)[1].upper()}' if ':config=' in config else config
+
+
 def tpu_growing() -> str:
   """Configs A-D: per working resolution of the schedule, each phase's HBM per chip."""
   by_stage: dict[tuple, dict[str, dict]] = {}
@@ -137,6 +142,19 @@ def tpu_growing() -> str:
     key = (r['config'], r['topology'], r['dtype'], r['precision'], r.get('remat', 'none'),
            int(resolution))
     by_stage.setdefault(key, {})[name] = r
+  # A config whose program lowers to the same text as another config's compiled one
+  # (benchmarks/same_programs.py) shows that one's figures, marked as such.
+  same = {}
+  for r in _rows('same_programs.jsonl'):
+    if r['identical']:
+      name, resolution = r['program'].split('@')
+      key = (r['configs'][0], r['slice'], r['dtype'], r['precision'], r['remat'], int(resolution))
+      same[key + (name,)] = (r['configs'][1],) + key[1:]
+  for (*key, name), source in same.items():
+    compiled = by_stage.get(source, {}).get(name)
+    stage = by_stage.setdefault(tuple(key), {})
+    if compiled is not None and name not in stage:
+      stage[name] = {**compiled, 'config': key[0], 'same_as': source[0]}
   phases = [name for name in PHASE_LABELS if name != 'ema']
   table = []
   for key in sorted(by_stage, key=lambda k: k[:5] + (-k[5],)):
@@ -151,7 +169,8 @@ def tpu_growing() -> str:
       elif not r['ok']:
         cells.append('**failed to compile**')
       else:
-        cells.append(f'{r["hbm_gib"]:.2f}' + ('' if r['fits'] else ' **does not fit**'))
+        cells.append(f'{r["hbm_gib"]:.2f}' + ('' if r['fits'] else ' **does not fit**')
+                     + (f' (= {_config_label(r["same_as"])})' if 'same_as' in r else ''))
     commits = ', '.join(sorted({r['commit'] for r in stage.values()}))
     table.append([config, slice_name, f'{dtype}, {precision}', remat, str(resolution),
                   str(first['batch_per_chip'])] + cells +
@@ -257,13 +276,14 @@ def checkpoint_saves() -> str:
                   f'{r["step_ms_without_save"] / 1000:.1f} s'] for r in rows])
 
 
+# name: (the result files it is made from, comma-separated; its renderer)
 TABLES: dict[str, tuple[str, Callable[[], str]]] = {
     'training_speed': ('peer_benchmark.jsonl', training_speed),
     'training_minibatch': ('peer_benchmark.jsonl', training_minibatch),
     'winograd_layers': ('winograd_benchmark.jsonl', winograd_layers),
     'winograd_phases': ('winograd_benchmark.jsonl', winograd_phases),
     'tpu_phases': ('tpu_compile.jsonl', tpu_phases),
-    'tpu_growing': ('tpu_compile.jsonl', tpu_growing),
+    'tpu_growing': ('tpu_compile.jsonl, same_programs.jsonl', tpu_growing),
     'demo_losses': ('finetune_demo.jsonl', demo_losses),
     'finetune_end': ('finetune_demo.jsonl', finetune_end),
     'finetune_ticks': ('finetune_demo.jsonl', finetune_ticks),
@@ -325,8 +345,11 @@ def main():
   if args.write:
     write()
     return
+  # Only the tables the README quotes: the others wait for result files not yet committed.
+  quoted = {name for name, _, _ in readme_tables(README.read_text())}
   for name, (source, render) in TABLES.items():
-    print(f'<!-- table: {name} --> (from benchmarks/results/{source})\n{render()}\n')
+    if name in quoted:
+      print(f'<!-- table: {name} --> (from benchmarks/results/{source})\n{render()}\n')
 
 
 if __name__ == '__main__':

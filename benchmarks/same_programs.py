@@ -61,6 +61,8 @@ def main():
   p.add_argument('--programs', default='g_main,g_reg,d_main,d_reg')
   p.add_argument('--out', default=str(results.RESULTS / 'same_programs.jsonl'))
   args, overrides = p.parse_known_args()
+  record = results.provenance()
+  record['run'] = record['date']
   from sg2jax import topology
   topology.prepare_environment()
   first, second = args.configs.split(',')
@@ -80,7 +82,7 @@ def main():
            'sha256': [digest(t) if t is not None else None for t in (a, b)]}
     rows.append(row)
     print(row)
-  results.append(args.out, ({**results.provenance(), **row} for row in rows))
+  results.append(args.out, ({**record, **row} for row in rows))
 
 
 if __name__ == '__main__':
