@@ -25,21 +25,27 @@ import results  # noqa: E402  (benchmarks/results.py)
 LITERAL = re.compile(r'dense<[^>]*>|(?<![\w.%#])-?\d+\.\d+(?:[eE][-+]?\d+)?')
 
 
-def program_texts(config_arg: str, slice_name: str, resolution: int, dtype: str, precision: str,
-                  remat: str, names: list[str], overrides: list[str]) -> dict[str, str]:
-  from sg2jax import aot, topology
+def prepared(config_arg: str, overrides: list[str], slice_name: str, resolution: int, dtype: str,
+             precision: str, remat: str):
+  """The config `tpu_compile.py` compiles for these settings (`batch_gpu` images per chip)."""
+  from sg2jax import topology
   from sg2jax.cli import configure_jax, load_config, override_config
-  from sg2jax.sharding import make_mesh
-  from sg2jax.train.programs import training_programs
-  slice_ = topology.parse_slice(slice_name)
   config = override_config(load_config(config_arg, None), overrides)
   config.resolution = resolution
-  config.batch_size = config.batch_gpu * slice_.chips
+  config.batch_size = config.batch_gpu * topology.parse_slice(slice_name).chips
   config.G.dtype = config.D.dtype = dtype
   config.precision = precision
   config.remat = remat
   configure_jax(precision, compile_cache='none')
-  mesh = make_mesh(topology.compile_only_devices(slice_))
+  return config
+
+
+def program_texts(config, slice_name: str, names: list[str]) -> dict[str, str]:
+  """{program name: its StableHLO text} of `config`'s training phases lowered for the slice."""
+  from sg2jax import aot, topology
+  from sg2jax.sharding import make_mesh
+  from sg2jax.train.programs import training_programs
+  mesh = make_mesh(topology.compile_only_devices(topology.parse_slice(slice_name)))
   shape = aot.data_shape(config)
   exp = aot.build_for(config, mesh, shape)
   return {p.name: p.lower().as_text() for p in
@@ -48,6 +54,18 @@ def program_texts(config_arg: str, slice_name: str, resolution: int, dtype: str,
 
 def digest(text: str) -> str:
   return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def compare(first: dict[str, str], second: dict[str, str]) -> list[dict]:
+  """Per program name of either: in both, identical text, identical but for literals."""
+  rows = []
+  for name in sorted(set(first) | set(second)):
+    a, b = first.get(name), second.get(name)
+    both = a is not None and b is not None
+    rows.append({'program': name, 'in_both': both, 'identical': both and a == b,
+                 'same_shape': both and LITERAL.sub('#', a) == LITERAL.sub('#', b),
+                 'sha256': [None if t is None else digest(t) for t in (a, b)]})
+  return rows
 
 
 def main():
@@ -67,20 +85,13 @@ def main():
   topology.prepare_environment()
   first, second = args.configs.split(',')
   dtype, precision = args.settings.split('/')
-  names = args.programs.split(',')
-  texts = [program_texts(c, args.slice, args.resolution, dtype, precision, args.remat, names,
-                         overrides) for c in (first, second)]
-  rows = []
-  for name in sorted(set(texts[0]) | set(texts[1])):
-    a, b = texts[0].get(name), texts[1].get(name)
-    row = {'program': name, 'configs': [first, second], 'slice': args.slice,
-           'resolution_setting': args.resolution, 'dtype': dtype, 'precision': precision,
-           'remat': args.remat, 'in_both': a is not None and b is not None,
-           'identical': a is not None and a == b,
-           'same_shape': a is not None and b is not None
-                         and LITERAL.sub('#', a) == LITERAL.sub('#', b),
-           'sha256': [digest(t) if t is not None else None for t in (a, b)]}
-    rows.append(row)
+  texts = [program_texts(prepared(c, overrides, args.slice, args.resolution, dtype, precision,
+                                  args.remat), args.slice, args.programs.split(','))
+           for c in (first, second)]
+  tags = {'configs': [first, second], 'slice': args.slice, 'resolution_setting': args.resolution,
+          'dtype': dtype, 'precision': precision, 'remat': args.remat}
+  rows = [{**tags, **row} for row in compare(*texts)]
+  for row in rows:
     print(row)
   results.append(args.out, ({**record, **row} for row in rows))
 

@@ -161,3 +161,23 @@ def test_a_growing_run_compiles_every_resolution_for_a_v5e_8(compile_for):
   for r in reports:
     assert r.ok and r.fits and r.extra['chips'] == 8, r
   assert reports[0].extra['resolution'] == 8 and reports[-1].extra['resolution'] == 32
+
+
+def test_same_programs_tells_equal_programs_from_different_ones():
+  """`benchmarks/same_programs.py`, which the README's growing table relies on for cells it did
+  not compile: a setting no program reads leaves the text equal, a constant (the path-length
+  weight) differs only in a literal, a narrower network differs in shape."""
+  sys.path.insert(0, str(ROOT / 'benchmarks'))
+  import same_programs
+  from tiny_experiment import set_keys
+
+  def texts(**overrides):
+    return same_programs.program_texts(set_keys(get_config(), **overrides), 'v5e-1',
+                                       ['g_main', 'g_reg'])
+
+  base = texts()
+  for row in same_programs.compare(base, texts(kimg_per_tick=1.0, pl_weight=4.0)):
+    assert row['in_both'] and row['same_shape'], row
+    assert row['identical'] == (row['program'] == 'g_main'), row
+  narrower = same_programs.compare(base, texts(**{'G.channel_max': 8}))
+  assert [(r['identical'], r['same_shape']) for r in narrower] == [(False, False)] * 2
