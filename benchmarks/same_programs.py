@@ -20,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
 import results  # noqa: E402  (benchmarks/results.py)
+import tpu_compile  # noqa: E402
 
 # Literals in StableHLO text: dense<...> payloads and bare floats/ints in attributes.
 LITERAL = re.compile(r'dense<[^>]*>|(?<![\w.%#])-?\d+\.\d+(?:[eE][-+]?\d+)?')
@@ -27,17 +28,12 @@ LITERAL = re.compile(r'dense<[^>]*>|(?<![\w.%#])-?\d+\.\d+(?:[eE][-+]?\d+)?')
 
 def prepared(config_arg: str, overrides: list[str], slice_name: str, resolution: int, dtype: str,
              precision: str, remat: str):
-  """The config `tpu_compile.py` compiles for these settings (`batch_gpu` images per chip)."""
+  """The config `tpu_compile.py` compiles for these settings."""
   from sg2jax import topology
-  from sg2jax.cli import configure_jax, load_config, override_config
-  config = override_config(load_config(config_arg, None), overrides)
-  config.resolution = resolution
-  config.batch_size = config.batch_gpu * topology.parse_slice(slice_name).chips
-  config.G.dtype = config.D.dtype = dtype
-  config.precision = precision
-  config.remat = remat
-  configure_jax(precision, compile_cache='none')
-  return config
+  from sg2jax.cli import load_config, override_config
+  return tpu_compile.compiled_config(override_config(load_config(config_arg, None), overrides),
+                                     topology.parse_slice(slice_name).chips, resolution, dtype,
+                                     precision, remat)
 
 
 def program_texts(config, slice_name: str, names: list[str]) -> dict[str, str]:

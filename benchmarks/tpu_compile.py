@@ -40,10 +40,23 @@ def newest(rows: list[dict]) -> list[dict]:
   return [row for row in rows if row.get('run', row['date']) == runs[key(row)]]
 
 
+def compiled_config(config, chips: int, resolution: int, dtype: str, precision: str, remat: str):
+  """`config` as a combination compiles it: `batch_gpu` images per chip (JAX configured for
+  `precision`)."""
+  from sg2jax.cli import configure_jax
+  config.resolution = resolution
+  config.batch_size = config.batch_gpu * chips
+  config.G.dtype = config.D.dtype = dtype
+  config.precision = precision
+  config.remat = remat
+  configure_jax(precision, compile_cache='none')
+  return config
+
+
 def run(args) -> None:
   from sg2jax import aot, topology
   topology.prepare_environment()
-  from sg2jax.cli import configure_jax, load_config, override_config
+  from sg2jax.cli import load_config, override_config
   record = results.provenance()
   # An interrupted run continues with the programs it has not compiled; a new commit compiles
   # every program again.
@@ -56,16 +69,11 @@ def run(args) -> None:
     for resolution in (int(r) for r in args.resolutions.split(',')):
       for setting in args.settings.split(','):
         dtype, precision = setting.split('/')
-        config = override_config(load_config(args.config, None), args.override)
+        config = compiled_config(override_config(load_config(args.config, None), args.override),
+                                 slice_.chips, resolution, dtype, precision, args.remat)
         tags = {'config': args.config, 'topology': slice_.name, 'resolution_setting': resolution,
                 'dtype': dtype, 'precision': precision, 'remat': args.remat,
                 'batch_gpu': config.batch_gpu, 'max_batch': args.max_batch}
-        config.resolution = resolution
-        config.batch_size = config.batch_gpu * slice_.chips
-        config.G.dtype = config.D.dtype = dtype
-        config.precision = precision
-        config.remat = args.remat
-        configure_jax(precision, compile_cache='none')
         for program in args.programs.split(','):
           if combination_key(tags) + (program,) in done:
             print(f'done already: {program} {tags}', file=sys.stderr)
