@@ -2,6 +2,10 @@
 down convolutions (`conv_resample.folded_conv2d_down`): the same values and derivatives (first and
 second order) as the forms the CPU runs, and, compiled by the TPU compiler, less memory."""
 
+import os
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -136,3 +140,38 @@ def test_tpu_programs_fold_the_filter_into_the_narrowest_1x1_down_convolution(v5
   depthwise = f'feature_group_count = {channels}' in text
   assert text.count('stablehlo.convolution') == (1 if folded else 2)
   assert depthwise == (not folded)
+
+
+# R1's second-order gradient through D's down convolution (FIR folded into a 3x3 kernel, stride
+# 2, 64-channel maps in cells), compiled for one chip of the slice named in argv[1]. The
+# compiler aborts the process it runs in when it fails a check, so this runs in a child.
+_COMPILE_R1_THROUGH_DOWN_CONVOLUTION = """
+import sys
+import jax, jax.numpy as jnp
+from sg2jax import topology
+from sg2jax.ops.conv_resample import conv2d_resample
+from sg2jax.ops.upfirdn import setup_filter
+device = topology.compile_only_devices(topology.parse_slice(sys.argv[1]))[0]
+sharding = jax.sharding.SingleDeviceSharding(device)
+f = setup_filter([1, 3, 3, 1])
+def loss(w, x):
+  y = conv2d_resample(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16), f, down=2, padding=1)
+  y = y.astype(jnp.float32)
+  return jnp.sum(jnp.where(y >= 0, y, 0.2 * y) ** 2)
+def r1(w, x):
+  return jnp.sum(jax.grad(loss, argnums=1)(w, x) ** 2)
+w = jax.ShapeDtypeStruct((3, 3, 64, 128), jnp.float32, sharding=sharding)
+x = jax.ShapeDtypeStruct((4, 32, 32, 64), jnp.float32, sharding=sharding)
+jax.jit(jax.grad(r1, argnums=(0, 1))).lower(w, x).compile()
+"""
+
+
+@pytest.mark.parametrize('slice_name', ['v4-8', 'v5p-8', 'v5e-1'])
+def test_r1_through_the_down_convolution_compiles_for_every_chip(slice_name):
+  """With the rows strided in cells, the TPU compiler for v4 and v5p chips aborted on this
+  program (a failed check in its fusion emitter); with the rows in phases it compiles."""
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'TPU_SKIP_MDS_QUERY': '1'}
+  done = subprocess.run([sys.executable, '-c', _COMPILE_R1_THROUGH_DOWN_CONVOLUTION, slice_name],
+                        capture_output=True, text=True, timeout=600, env=env)
+  failed = [line for line in done.stderr.splitlines() if 'Check failed' in line]
+  assert done.returncode == 0, failed or done.stderr[-2000:]

@@ -9,6 +9,12 @@ convolution `s C` channels to fill the lanes with; the kernel becomes one over c
 pixels whose entries are the original taps placed by a fixed 0/1 tensor, so the result, and
 JAX's derivatives of every order, are those of the original convolution (the extra
 multiplications are by zeros). XLA counts the zeros' arithmetic in its flops.
+
+A strided convolution also takes its rows in phases: rows `s i + p` for `p < s` become `s`
+groups of channels of one row of cells, so that in the TPU program no convolution has a stride
+at all (nor, in its derivatives, zeros between pixels). With the rows strided, the TPU
+compiler for v4 and v5p chips aborted on R1's second-order gradient (a failed check in its
+fusion emitter), and on v5e the phases need less memory (docs/TPU.md).
 """
 
 import jax.numpy as jnp
@@ -38,7 +44,7 @@ def lane_factors(x_shape: tuple[int, ...], kernel_shape: tuple[int, ...], stride
   compiler's programs (between feature maps: D's resnet skip; G's torgb, images out:
   docs/TPU.md). None where the convolution keeps its own layout: the input's channels fill the
   lanes already, a 1x1 stride-1 kernel whose input is not an image, or widths the cells do not
-  divide."""
+  divide (or, strided, heights the stride does not divide)."""
   width, in_channels = x_shape[2], x_shape[3]
   kh, kw, _, out_channels = kernel_shape
   (_, _), (left, right) = padding
@@ -53,29 +59,50 @@ def lane_factors(x_shape: tuple[int, ...], kernel_shape: tuple[int, ...], stride
   while s_out >= 1 and (out_width % s_out or width % (s_out * stride)
                         or (not pointwise and s_out * in_channels > LANES)):
     s_out //= 2
-  if s_out == 0 or s_out * stride == 1:
+  if s_out == 0 or s_out * stride == 1 or x_shape[1] % stride:
     return None
   return s_out * stride, s_out
 
 
-def cell_kernel(w: jnp.ndarray, stride: int, left: int, s_in: int,
-                s_out: int) -> tuple[jnp.ndarray, int]:
-  """The `[kh, A, s_in I, s_out O]` kernel over cells equal to `w` `[kh, kw, I, O]` (stride
-  `stride`, `left` zero columns of padding), and the first cell offset it reads (<= 0).
+def placement(taps: int, stride: int, pad_before: int, s_in: int,
+              s_out: int) -> tuple[np.ndarray, int]:
+  """Along one axis, where tap `d` of a correlation (stride `stride`, `pad_before` zeros before
+  the input) lands in cells of `s_in` input and `s_out` output pixels: `P[cell, i, k, d] = 1`
+  where output pixel `s_out j + k` reads tap `d` at input pixel `i` of cell `j + first + cell`;
+  and `first` (<= 0), the first cell offset read.
 
-  Output pixel `s_out j + k` reads input pixel `s_in j + stride k + dx - left`: cell
-  `j + (stride k + dx - left) // s_in`, position `(stride k + dx - left) % s_in` in it."""
-  kh, kw, in_channels, out_channels = w.shape
-  offsets = [(stride * k + dx - left) for k in range(s_out) for dx in range(kw)]
+  Output pixel `s_out j + k` reads input pixel `s_in j + stride k + d - pad_before`: cell
+  `j + (stride k + d - pad_before) // s_in`, position `(stride k + d - pad_before) % s_in`."""
+  offsets = [(stride * k + d - pad_before) for k in range(s_out) for d in range(taps)]
   first = min(o // s_in for o in offsets)
   cells = max(o // s_in for o in offsets) - first + 1
-  placement = np.zeros((cells, s_in, s_out, kw), np.float32)
+  result = np.zeros((cells, s_in, s_out, taps), np.float32)
   for k in range(s_out):
-    for dx in range(kw):
-      offset = stride * k + dx - left
-      placement[offset // s_in - first, offset % s_in, k, dx] = 1
-  kernel = jnp.einsum('akld,hdco->hakclo', jnp.asarray(placement, w.dtype), w)
-  return kernel.reshape(kh, cells, s_in * in_channels, s_out * out_channels), first
+    for d in range(taps):
+      offset = stride * k + d - pad_before
+      result[offset // s_in - first, offset % s_in, k, d] = 1
+  return result, first
+
+
+def cell_kernel(w: jnp.ndarray, stride: int, left: int, s_in: int,
+                s_out: int) -> tuple[jnp.ndarray, int]:
+  """The `[kh, A, s_in I, s_out O]` kernel over cells of `s_in` input pixels of a row equal to
+  `w` `[kh, kw, I, O]` (stride `stride`, `left` zero columns of padding), and the first cell
+  offset it reads (<= 0)."""
+  kh, kw, in_channels, out_channels = w.shape
+  columns, first = placement(kw, stride, left, s_in, s_out)
+  kernel = jnp.einsum('akld,hdco->hakclo', jnp.asarray(columns, w.dtype), w)
+  return kernel.reshape(kh, columns.shape[0], s_in * in_channels, s_out * out_channels), first
+
+
+def row_phase_kernel(kernel: jnp.ndarray, stride: int, top: int) -> tuple[jnp.ndarray, int]:
+  """`kernel` `[kh, A, C, O]` (rows at stride `stride`, `top` zero rows of padding) as the
+  `[B, A, stride C, O]` kernel of a stride-1 correlation over rows of `stride` phases, and the
+  first row offset it reads (<= 0)."""
+  rows, first = placement(kernel.shape[0], stride, top, stride, 1)
+  kernel = jnp.einsum('bmd,dako->bamko', jnp.asarray(rows[:, :, 0], kernel.dtype), kernel)
+  b, a, m, k, o = kernel.shape
+  return kernel.reshape(b, a, m * k, o), first
 
 
 def space_to_depth_conv2d(x: jnp.ndarray, w: jnp.ndarray, stride: int,
@@ -98,9 +125,15 @@ def space_to_depth_conv2d(x: jnp.ndarray, w: jnp.ndarray, stride: int,
   # a padding zero, and every cell read here holds only pixels it reads or never-read ones.
   cell_left = -first
   cell_right = cells_out - 1 + first + kernel.shape[1] - 1 - (cells_in - 1)
-  y = lax.conv_general_dilated(
-      x.reshape(n, height, cells_in, s_in * in_channels), kernel, (stride, 1),
-      ((top, bottom), (cell_left, cell_right)), dimension_numbers=_DIMENSION_NUMBERS)
+  x = x.reshape(n, height, cells_in, s_in * in_channels)
+  if stride > 1:  # rows in phases too: [N, H / s, W / s_in, s s_in I], a stride-1 correlation
+    kernel, first_row = row_phase_kernel(kernel, stride, top)
+    rows_in = height // stride
+    x = x.reshape(n, rows_in, stride, cells_in, s_in * in_channels).transpose(0, 1, 3, 2, 4)
+    x = x.reshape(n, rows_in, cells_in, stride * s_in * in_channels)
+    top, bottom = -first_row, out_height - 1 + first_row + kernel.shape[0] - 1 - (rows_in - 1)
+  y = lax.conv_general_dilated(x, kernel, (1, 1), ((top, bottom), (cell_left, cell_right)),
+                               dimension_numbers=_DIMENSION_NUMBERS)
   return y.reshape(n, out_height, out_width, out_channels)
 
 
