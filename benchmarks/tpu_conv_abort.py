@@ -9,7 +9,10 @@ Cases (bfloat16, 4 images, config F's channels at the resolution: 32768 / R in):
 - `down3`: `conv2d_resample(x, w, f, down=2, padding=1)`, a 3x3 kernel (D's conv1): in TPU
   programs one stride-2 correlation with the FIR filter folded in, laid out in cells;
 - `folded_plain`: the same folded 6x6 kernel as XLA's own strided convolution, no cells;
-- `folded_cells`: the folded kernel through `space_to_depth_conv2d` only.
+- `folded_cells`: the folded kernel through `space_to_depth_conv2d` only (cells, rows in phases:
+  no stride);
+- `strided_cells`: the folded kernel in cells with the rows at stride 2, as sg2jax laid it out up
+  to commit 77fbfc2 (libtpu 0.0.42.1 aborted on it for v4 and v5p chips).
 The loss is the squared leaky ReLU of the op's output, R1 the squared gradient with respect to
 the input; the program is R1's gradient with respect to both. One JSON line per case:
 `compiled` (true, or false with the compiler's failed check), temporaries in GiB.
@@ -26,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).parent.parent))
 
 import results  # noqa: E402  (benchmarks/results.py)
 
-CASES = ('down3', 'folded_plain', 'folded_cells')
+CASES = ('down3', 'folded_plain', 'folded_cells', 'strided_cells')
 
 
 def compile_case(case: str, slice_name: str, resolution: int) -> dict:
@@ -38,7 +41,8 @@ def compile_case(case: str, slice_name: str, resolution: int) -> dict:
   from jax.sharding import SingleDeviceSharding
   from sg2jax import topology
   from sg2jax.ops.conv_resample import conv2d_resample
-  from sg2jax.ops.space_to_depth import fold_filter, space_to_depth_conv2d
+  from sg2jax.ops.space_to_depth import (cell_kernel, fold_filter, lane_factors,
+                                         space_to_depth_conv2d)
   from sg2jax.ops.upfirdn import setup_filter
   topology.prepare_environment()
   device = topology.compile_only_devices(topology.parse_slice(slice_name))[0]
@@ -54,6 +58,15 @@ def compile_case(case: str, slice_name: str, resolution: int) -> dict:
       return conv2d_resample(x, w, f, down=2, padding=1)
     if case == 'folded_cells':
       return space_to_depth_conv2d(x, folded(w), 2, pad)
+    if case == 'strided_cells':
+      s_in, s_out = lane_factors(x.shape, (6, 6) + w.shape[2:], 2, pad)
+      kernel, first = cell_kernel(folded(w), 2, 2, s_in, s_out)
+      n, height, width, in_channels = x.shape
+      cells = width // s_in  # as many output cells: right padding = kernel cells - 1 + first
+      return lax.conv_general_dilated(
+          x.reshape(n, height, cells, s_in * in_channels), kernel, (2, 1),
+          ((2, 2), (-first, kernel.shape[1] - 1 + first)),
+          dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
     return lax.conv_general_dilated(x, folded(w), (2, 2), pad,
                                     dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
 

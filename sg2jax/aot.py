@@ -13,19 +13,28 @@ against the chip's capacity, whether it fits, XLA's GFLOP per call and the compi
 bisecting; each try is a compile). These are the compiler's facts, not run times.
 
 Exit status 1 when a program fails to compile or does not fit, with one line naming it and what
-to change. The same libtpu version and XLA flags must be used at run time for the verdicts to
+to change. The programs compile in a child process: where libtpu crashes on one (it aborts the
+process it runs in on a failed internal check), that program is reported as failed with the
+compiler's message and a new child compiles the rest (`--debug` compiles in this process). The same libtpu version and XLA flags must be used at run time for the verdicts to
 carry over (docs/TPU.md).
 """
 
 import argparse
+import dataclasses
 import json
+import re
+import signal
+import subprocess
 import sys
-from typing import Optional, Sequence
+import threading
+from typing import Callable, Optional, Sequence
 
 from sg2jax.cli import add_debug_flag, load_config, override_config, run
 
 PHASES = ('g_main', 'g_reg', 'd_main', 'd_reg', 'ema', 'ada')  # train/step.py PHASE_NAMES
 PROGRAMS = PHASES + ('samples', 'metrics')
+IN_CHILD_FLAG = '--in-child'  # compile and print JSON lines; the parent reports (main)
+_COMPILING = re.compile(r'^compiling (\S+) for ')  # print_progress's line before each compile
 
 
 def parse_args(argv: Optional[Sequence[str]] = None):
@@ -42,6 +51,8 @@ def parse_args(argv: Optional[Sequence[str]] = None):
   p.add_argument('--max-batch', action='store_true',
                  help='also find the largest per-chip batch that fits, per training phase')
   p.add_argument('--json', action='store_true', help='one JSON line per program')
+  p.add_argument(IN_CHILD_FLAG, action='store_true', help=argparse.SUPPRESS)
+  p.add_argument('--skip', default='', help=argparse.SUPPRESS)  # report names done already
   add_debug_flag(p)
   args, overrides = p.parse_known_args(argv)
   return args, overrides
@@ -90,8 +101,11 @@ def build_for(config, mesh, shape):
 
 
 def compile_run(config, slice_, devices, names: Optional[Sequence[str]], max_batch: bool,
-                progress=None) -> list:
-  """Compiles the run's programs for the slice's `devices`; `ProgramReport`s in order."""
+                progress=None, skip: Sequence[str] = (),
+                on_report: Optional[Callable] = None) -> list:
+  """Compiles the run's programs for the slice's `devices`; `ProgramReport`s in order, each
+  also passed to `on_report` as it is made. Programs whose report name is in `skip` are left
+  out."""
   from sg2jax import topology
   from sg2jax.sharding import make_mesh
   from sg2jax.train.programs import training_programs
@@ -103,6 +117,8 @@ def compile_run(config, slice_, devices, names: Optional[Sequence[str]], max_bat
                                names=names)
   reports = []
   for program in programs:
+    if program.name in skip:
+      continue
     if progress:
       progress(f'compiling {program.name} for {slice_.name} ...')
     per_call = program.images if program.name.startswith('samples') else program.stage.batch_size
@@ -115,8 +131,11 @@ def compile_run(config, slice_, devices, names: Optional[Sequence[str]], max_bat
       report.extra['max_batch_per_chip'] = largest_batch(config, mesh, shape, program, capacity,
                                                          slice_, progress)
     reports.append(report)
+    if on_report:
+      on_report(report)
   if names is None or 'metrics' in names:
-    reports += metric_reports(config, exp, mesh, capacity, slice_, devices, progress)
+    reports += metric_reports(config, exp, mesh, capacity, slice_, devices, progress, skip,
+                              on_report)
   return reports
 
 
@@ -169,13 +188,16 @@ def _with_batch(config, resolution: int, batch: int, per_chip: int):
   return trial
 
 
-def metric_reports(config, exp, mesh, capacity, slice_, devices, progress) -> list:
+def metric_reports(config, exp, mesh, capacity, slice_, devices, progress, skip=(),
+                   on_report=None) -> list:
   """The programs `config.metrics` runs at every snapshot (none when it names no metric)."""
   from sg2jax import topology
   from sg2jax.metrics.programs import metric_programs
   reports = []
   for name, lower, images in metric_programs(list(config.metrics), exp.generator, mesh,
                                              config.batch_size, exp.generator.img_channels):
+    if name in skip:
+      continue
     if progress:
       progress(f'compiling {name} for {slice_.name} ...')
     report = topology.compile_report(name, lower, capacity,
@@ -184,6 +206,8 @@ def metric_reports(config, exp, mesh, capacity, slice_, devices, progress) -> li
                          'chips': slice_.chips, 'batch': images, 'dtype': 'float32',
                          'precision': config.precision})
     reports.append(report)
+    if on_report:
+      on_report(report)
   return reports
 
 
@@ -227,23 +251,109 @@ def problems(reports) -> list[str]:
   return lines
 
 
+def print_progress(line: str) -> None:
+  print(line, file=sys.stderr, flush=True)
+
+
+def report_from_dict(row: dict):
+  """A `ProgramReport` from its JSON line (`as_dict`)."""
+  from sg2jax.topology import ProgramReport
+  fields = {f.name for f in dataclasses.fields(ProgramReport)} - {'extra'}
+  return ProgramReport(**{k: v for k, v in row.items() if k in fields},
+                       extra={k: v for k, v in row.items() if k not in fields})
+
+
+def compile_in_children(command: Callable[[list[str]], list[str]],
+                        on_report: Callable = lambda report: None,
+                        on_line: Callable[[str], None] = print_progress) -> tuple[list, int]:
+  """Runs `command(skip)` (a child that compiles every program not in `skip`, printing one
+  JSON line per report and `compiling NAME for ...` on stderr before each) until it finishes;
+  when the child is killed by a signal (libtpu aborting on a failed check) the program it was
+  compiling becomes a failed report and a new child compiles the rest. The child's other
+  stderr lines go to `on_line`. Returns the reports and an exit status: 0, or the child's own
+  when it failed otherwise (its error line already passed to `on_line`)."""
+  from sg2jax import topology
+  reports, skip = [], []
+  while True:
+    child = subprocess.Popen(command(skip), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, bufsize=1)
+    compiling, checks = [], []
+
+    def read_stderr():
+      for line in child.stderr:
+        line = line.rstrip('\n')
+        match = _COMPILING.match(line)
+        if match:
+          compiling.append(match.group(1))
+        if 'Check failed' in line and not checks:
+          checks.append(line.split('] ', 1)[-1].strip())
+        on_line(line)
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    for line in child.stdout:
+      if line.startswith('{'):
+        report = report_from_dict(json.loads(line))
+        reports.append(report)
+        skip.append(report.program)
+        on_report(report)
+    status = child.wait()
+    reader.join()
+    if status >= 0:
+      return reports, status
+    crashed = compiling[-1] if compiling and compiling[-1] not in skip else None
+    if crashed is None:  # not while compiling a program: nothing to skip and try again
+      return reports, 1
+    name = signal.Signals(-status).name if -status in signal.Signals._value2member_map_ else (
+        f'signal {-status}')
+    why = checks[0] if checks else 'no message'
+    context = reports[-1].extra if reports else {}
+    report = topology.ProgramReport(
+        crashed, ok=False, fits=False, hbm_gib=None,
+        capacity_gib=reports[-1].capacity_gib if reports else None, gflop=None,
+        compile_seconds=0.0, error=(f'the TPU compiler (libtpu {topology.libtpu_version()}) '
+                                    f'crashed ({name}): {why}')[:500],
+        extra={k: context[k] for k in ('topology', 'chip', 'chips') if k in context})
+    reports.append(report)
+    skip.append(crashed)
+    on_report(report)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+  argv = list(sys.argv[1:] if argv is None else argv)
   args, overrides = parse_args(argv)
   from sg2jax import topology
   topology.prepare_environment()  # before libtpu or a JAX backend starts
   config = override_config(load_config(args.config, None), overrides)
   names = parse_programs(args.programs)
   slice_ = topology.parse_slice(args.topology)
-  from sg2jax.cli import configure_jax
-  configure_jax(config.precision, compile_cache='none')
-  devices = topology.compile_only_devices(slice_)
-  reports = compile_run(config, slice_, devices, names, max_batch=args.max_batch,
-                        progress=None if args.json else print_progress)
-  if args.json:
-    for report in reports:
-      print(json.dumps(report.as_dict()), flush=True)
+  if args.in_child or args.debug:
+    from sg2jax.cli import configure_jax
+    configure_jax(config.precision, compile_cache='none')
+    devices = topology.compile_only_devices(slice_)
+    echo = (lambda r: print(json.dumps(r.as_dict()), flush=True)) if args.in_child else None
+    reports = compile_run(config, slice_, devices, names, max_batch=args.max_batch,
+                          progress=print_progress if args.in_child or not args.json else None,
+                          skip=[n for n in args.skip.split(',') if n], on_report=echo)
+    if args.in_child:
+      return 0
   else:
-    first = reports[0].extra if reports else {}
+    topology.require_libtpu()  # its absence in one line here, not from a child
+    command = lambda skip: [sys.executable, '-m', 'sg2jax.aot', *argv, IN_CHILD_FLAG,
+                            '--skip', ','.join(skip)]
+    echo = (lambda r: print(json.dumps(r.as_dict()), flush=True)) if args.json else (
+        lambda r: None)
+    relay = (lambda line: None if _COMPILING.match(line) else print_progress(line)) if (
+        args.json) else print_progress
+    reports, status = compile_in_children(command, echo, relay)
+    if status:
+      return status
+  if args.json:
+    if args.debug:
+      for report in reports:
+        print(json.dumps(report.as_dict()), flush=True)
+  else:
+    first = next((r.extra for r in reports if r.ok), {})
     print(f'{slice_.name}: {slice_.chips} x {first.get("chip", "TPU")}, {config.G.dtype}, '
           f'precision {config.precision}, remat {config.remat}')
     print(format_table(reports), flush=True)
@@ -251,10 +361,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   for line in lines:
     print(f'error: {line}', file=sys.stderr)
   return 1 if lines else 0
-
-
-def print_progress(line: str) -> None:
-  print(line, file=sys.stderr, flush=True)
 
 
 if __name__ == '__main__':

@@ -131,15 +131,20 @@ def libtpu_version() -> Optional[str]:
   return None
 
 
+def require_libtpu() -> None:
+  """Raises ValueError (one line saying how to install it) when libtpu is not installed."""
+  if libtpu_version() is None:
+    raise ValueError('compiling for a TPU needs libtpu: pip install -e ".[tpu]" (it pins the '
+                     'libtpu that the installed jax was built with)')
+
+
 def compile_only_devices(slice_: Slice) -> list:
   """The slice's devices, one per chip (v4/v5p: megacore), for compiling only.
 
   Raises:
     ValueError: libtpu is not installed (one line saying how to install it).
   """
-  if libtpu_version() is None:
-    raise ValueError('compiling for a TPU needs libtpu: pip install -e ".[tpu]" (it pins the '
-                     'libtpu that the installed jax was built with)')
+  require_libtpu()
   prepare_environment()
   from jax.experimental import topologies
   description = topologies.get_topology_desc(

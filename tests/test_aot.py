@@ -102,6 +102,56 @@ def test_a_run_too_large_for_the_chip_is_refused_in_one_line(tmp_path):
   assert '--max-batch' in errors[0] and 'Traceback' not in result.stderr
 
 
+# A stand-in for `python -m sg2jax.aot --in-child`: reports the programs not in --skip, and
+# aborts (as libtpu does on a failed check) when it reaches d_reg, or exits 1 on bad input.
+_CHILD = """
+import json, os, sys
+skip = sys.argv[sys.argv.index('--skip') + 1].split(',')
+if sys.argv[1] == 'bad-input':
+  sys.exit('error: --config.resolution is not a power of two')
+for name in ('g_main', 'd_reg', 'samples'):
+  if name in skip:
+    continue
+  print(f'compiling {name} for v4-8 ...', file=sys.stderr, flush=True)
+  if name == 'd_reg':
+    print('F1207 01:02:03.456 7 fusion_emitter.cc:4599] Check failed: a % b == 0 (3 vs. 0) ',
+          file=sys.stderr, flush=True)
+    os.abort()
+  print(json.dumps({'program': name, 'ok': True, 'fits': True, 'hbm_gib': 1.5,
+                    'capacity_gib': 30.75, 'gflop': 2.0, 'compile_seconds': 0.1,
+                    'topology': 'v4-8', 'chip': 'TPU v4', 'chips': 4}), flush=True)
+"""
+
+
+def test_a_compiler_crash_fails_its_program_and_a_new_child_compiles_the_rest(tmp_path):
+  from sg2jax import aot
+  script = tmp_path / 'child.py'
+  script.write_text(_CHILD)
+  skips, lines = [], []
+
+  def command(mode):
+    def argv(skip):
+      skips.append(list(skip))
+      return [sys.executable, str(script), mode, '--skip', ','.join(skip)]
+    return argv
+
+  reports, status = aot.compile_in_children(command('good'), on_line=lines.append)
+  assert status == 0
+  assert [r.program for r in reports] == ['g_main', 'd_reg', 'samples']
+  assert skips == [[], ['g_main', 'd_reg']]  # the second child starts after the crash
+  assert reports[0].ok and reports[2].ok and reports[2].hbm_gib == 1.5
+  crashed = reports[1]
+  assert not crashed.ok and not crashed.fits
+  assert 'crashed (SIGABRT): Check failed: a % b == 0 (3 vs. 0)' in crashed.error
+  assert aot.problems(reports) == [f'd_reg failed to compile for v4-8: {crashed.error}']
+  assert 'compiling samples for v4-8 ...' in lines
+
+  skips.clear()
+  reports, status = aot.compile_in_children(command('bad-input'), on_line=lines.append)
+  assert (reports, status, skips) == ([], 1, [[]])  # an ordinary failure: no second child
+  assert lines[-1] == 'error: --config.resolution is not a power of two'
+
+
 @pytest.mark.parametrize('largest', [1, 3, 8, 200, 4096])
 @pytest.mark.parametrize('start', [1, 8, 64])
 def test_largest_fitting_bisects_to_the_boundary(largest, start):
