@@ -15,7 +15,8 @@ bisecting; each try is a compile). These are the compiler's facts, not run times
 Exit status 1 when a program fails to compile or does not fit, with one line naming it and what
 to change. The programs compile in a child process: where libtpu crashes on one (it aborts the
 process it runs in on a failed internal check), that program is reported as failed with the
-compiler's message and a new child compiles the rest (`--debug` compiles in this process). The same libtpu version and XLA flags must be used at run time for the verdicts to
+compiler's message and a new child compiles the rest (`--debug` compiles in this process).
+The same libtpu version and XLA flags must be used at run time for the verdicts to
 carry over (docs/TPU.md).
 """
 
@@ -304,8 +305,10 @@ def compile_in_children(command: Callable[[list[str]], list[str]],
     crashed = compiling[-1] if compiling and compiling[-1] not in skip else None
     if crashed is None:  # not while compiling a program: nothing to skip and try again
       return reports, 1
-    name = signal.Signals(-status).name if -status in signal.Signals._value2member_map_ else (
-        f'signal {-status}')
+    try:
+      name = signal.Signals(-status).name
+    except ValueError:
+      name = f'signal {-status}'
     why = checks[0] if checks else 'no message'
     context = reports[-1].extra if reports else {}
     report = topology.ProgramReport(
