@@ -11,8 +11,8 @@ JAX's derivatives of every order, are those of the original convolution (the ext
 multiplications are by zeros). XLA counts the zeros' arithmetic in its flops.
 
 A strided convolution also takes its rows in phases: rows `s i + p` for `p < s` become `s`
-groups of channels of one row of cells, so that in the TPU program no convolution has a stride
-at all (nor, in its derivatives, zeros between pixels). With the rows strided, the TPU
+groups of channels of one row of cells, so that no convolution in cells has a stride (nor, in
+its derivatives, zeros between pixels). With the rows strided, the TPU
 compiler for v4 and v5p chips aborted on R1's second-order gradient (a failed check in its
 fusion emitter), and on v5e the phases need less memory (docs/TPU.md).
 """
