@@ -96,6 +96,7 @@ def main():
     case, slice_name, resolution = args.one
     print(json.dumps(compile_case(case, slice_name, int(resolution))), flush=True)
     return
+  from sg2jax import topology
   record = results.Recorder(args.out)
   env = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'TPU_SKIP_MDS_QUERY': '1'}
   for slice_name in args.slices.split(','):
@@ -108,9 +109,9 @@ def main():
         if done.returncode == 0:
           row.update(json.loads(done.stdout.strip().splitlines()[-1]))
         else:
-          failed = [l for l in done.stderr.splitlines() if 'Check failed' in l]
+          checks = [c for c in map(topology.failed_check, done.stderr.splitlines()) if c]
           row['returncode'] = done.returncode
-          row['error'] = failed[0].split('] ', 1)[-1] if failed else done.stderr[-300:]
+          row['error'] = checks[0] if checks else done.stderr[-300:]
         record(row)
 
 

@@ -286,8 +286,9 @@ def compile_in_children(command: Callable[[list[str]], list[str]],
         match = _COMPILING.match(line)
         if match:
           compiling.append(match.group(1))
-        if 'Check failed' in line and not checks:
-          checks.append(line.split('] ', 1)[-1].strip())
+        check = topology.failed_check(line)
+        if check and not checks:
+          checks.append(check)
         on_line(line)
 
     reader = threading.Thread(target=read_stderr, daemon=True)
@@ -330,32 +331,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   config = override_config(load_config(args.config, None), overrides)
   names = parse_programs(args.programs)
   slice_ = topology.parse_slice(args.topology)
+  print_json = lambda report: print(json.dumps(report.as_dict()), flush=True)
   if args.in_child or args.debug:
     from sg2jax.cli import configure_jax
     configure_jax(config.precision, compile_cache='none')
     devices = topology.compile_only_devices(slice_)
-    echo = (lambda r: print(json.dumps(r.as_dict()), flush=True)) if args.in_child else None
     reports = compile_run(config, slice_, devices, names, max_batch=args.max_batch,
                           progress=print_progress if args.in_child or not args.json else None,
-                          skip=[n for n in args.skip.split(',') if n], on_report=echo)
+                          skip=[n for n in args.skip.split(',') if n],
+                          on_report=print_json if args.in_child or args.json else None)
     if args.in_child:
       return 0
   else:
     topology.require_libtpu()  # its absence in one line here, not from a child
     command = lambda skip: [sys.executable, '-m', 'sg2jax.aot', *argv, IN_CHILD_FLAG,
                             '--skip', ','.join(skip)]
-    echo = (lambda r: print(json.dumps(r.as_dict()), flush=True)) if args.json else (
-        lambda r: None)
     relay = (lambda line: None if _COMPILING.match(line) else print_progress(line)) if (
         args.json) else print_progress
-    reports, status = compile_in_children(command, echo, relay)
+    reports, status = compile_in_children(
+        command, print_json if args.json else (lambda report: None), relay)
     if status:
       return status
-  if args.json:
-    if args.debug:
-      for report in reports:
-        print(json.dumps(report.as_dict()), flush=True)
-  else:
+  if not args.json:
     first = next((r.extra for r in reports if r.ok), {})
     print(f'{slice_.name}: {slice_.chips} x {first.get("chip", "TPU")}, {config.G.dtype}, '
           f'precision {config.precision}, remat {config.remat}')

@@ -131,6 +131,14 @@ def libtpu_version() -> Optional[str]:
   return None
 
 
+def failed_check(log_line: str) -> Optional[str]:
+  """The compiler's failed internal check in a line of its log (`F1207 ... file.cc:N] Check
+  failed: ...`, printed before libtpu aborts its process), without the log prefix; else None."""
+  if 'Check failed' not in log_line:
+    return None
+  return log_line.split('] ', 1)[-1].strip()
+
+
 def require_libtpu() -> None:
   """Raises ValueError (one line saying how to install it) when libtpu is not installed."""
   if libtpu_version() is None:
