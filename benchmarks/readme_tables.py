@@ -104,8 +104,14 @@ def _tpu_rows(growing: bool) -> list[dict]:
 
 def tpu_phases() -> str:
   """Every training phase compiled for a TPU slice: HBM per chip against the chip's capacity
-  (the newest compile of each setting)."""
+  (the newest compile of each setting), and the largest per-chip batch where a `--max-batch`
+  run searched it (with its commit where that differs from the line's)."""
   rows = _tpu_rows(growing=False)
+  key = lambda r: tpu_compile.combination_key(r)[:-1] + (r['program'],)
+  largest = {key(r): r for r in rows if r.get('max_batch')}
+  rows = [r for r in rows if not r.get('max_batch')] + [
+      r for k, r in largest.items()
+      if not any(key(other) == k for other in rows if not other.get('max_batch'))]
   order = {name: i for i, name in enumerate(PHASE_LABELS)}
   rows.sort(key=lambda r: (r['topology'], -r['resolution_setting'], r['dtype'], r['precision'],
                            r.get('remat', 'none'), r['batch_per_chip'],
@@ -117,16 +123,23 @@ def tpu_phases() -> str:
       verdict = 'fits' if r['fits'] else '**does not fit**'
     else:
       hbm, verdict = '', '**failed to compile**'
+    searched = largest.get(key(r))
+    most = ''
+    if searched is not None:
+      most = str(searched.get('max_batch_per_chip') or 'none')
+      if searched['commit'] != r['commit']:
+        most += f' ({searched["commit"]})'
     table.append([r['topology'], str(r['resolution_setting']),
                   f'{r["dtype"]}, {r["precision"]}', r.get('remat', 'none'),
                   PHASE_LABELS[r['program'].split('@')[0]], str(r['batch_per_chip']), hbm,
-                  f'{r["capacity_gib"]:.2f}', verdict,
+                  f'{r["capacity_gib"]:.2f}', verdict, most,
                   '' if r.get('gflop') is None else f'{r["gflop"]:.0f}',
                   '' if r.get('gflop_per_image') is None else f'{r["gflop_per_image"]:.0f}',
                   f'{r["compile_seconds"]:.0f}', r['commit']])
   return _table(['slice', 'resolution', 'dtype, precision', 'remat', 'phase', 'images per chip',
-                 'HBM per chip GiB', 'of GiB', 'verdict', 'GFLOP per chip', 'GFLOP per image',
-                 'compile s here', 'commit'], 'lrlllrrrlrrrl', table)
+                 'HBM per chip GiB', 'of GiB', 'verdict', 'largest images per chip',
+                 'GFLOP per chip', 'GFLOP per image', 'compile s here', 'commit'],
+                'lrlllrrrlrrrrl', table)
 
 
 def _config_label(config: str) -> str:

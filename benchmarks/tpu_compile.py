@@ -8,7 +8,7 @@ Each combination compiles the training phases of a config (default: the ffhq pre
 at a resolution, with `batch_gpu` (the official per-GPU batch, 4) images per chip, for the
 slice's compile-only devices, and appends one JSON line per program (`sg2jax.aot`'s report,
 with the command, commit, date and machine). A combination already in `--out` is skipped, so an
-interrupted run continues where it stopped. `--max-batch` also bisects the largest per-chip
+interrupted run continues where it stopped. `--max-batch` also searches the largest per-chip
 batch of each phase (one compile per try). These are the TPU compiler's facts about memory and
 arithmetic, not run times.
 """
@@ -89,7 +89,7 @@ def run(args) -> None:
 
 def table(path: str) -> str:
   """The README table: per (slice, resolution, setting), HBM of the largest phase per chip,
-  whether every phase fits, the largest per-chip batch (where bisected) and GFLOP per image."""
+  whether every phase fits, the largest per-chip batch (where searched) and GFLOP per image."""
   rows = newest(results.read(path))
   groups: dict[tuple, list[dict]] = {}
   for row in rows:

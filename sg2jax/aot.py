@@ -9,8 +9,9 @@ schedule (configs A-D: every resolution), the snapshot grid, and the metric prog
 compile-only devices: nothing runs, no TPU is needed, and nothing leaves this host. Per program
 and per chip it prints the HBM the program needs (arguments + outputs + temporaries - aliased)
 against the chip's capacity, whether it fits, XLA's GFLOP per call and the compile time.
-`--max-batch` finds the largest per-chip batch that fits for each phase (doubling, then
-bisecting; each try is a compile). These are the compiler's facts, not run times.
+`--max-batch` finds the largest per-chip batch that fits for each phase (each try is a
+compile, aimed where the HBM figures so far say memory runs out). These are the compiler's
+facts, not run times.
 
 Exit status 1 when a program fails to compile or does not fit, with one line naming it and what
 to change. The programs compile in a child process: where libtpu crashes on one (it aborts the
@@ -130,7 +131,7 @@ def compile_run(config, slice_, devices, names: Optional[Sequence[str]], max_bat
       report.extra['gflop_per_image'] = round(report.gflop * slice_.chips / program.images, 3)
     if max_batch and program.name.split('@')[0] in PHASES:
       report.extra['max_batch_per_chip'] = largest_batch(config, mesh, shape, program, capacity,
-                                                         slice_, progress)
+                                                         slice_, progress, first=report)
     reports.append(report)
     if on_report:
       on_report(report)
@@ -147,14 +148,19 @@ def _context(slice_, devices, config, program) -> dict:
           'remat': config.remat}
 
 
-def largest_batch(config, mesh, shape, program, capacity, slice_, progress) -> Optional[int]:
+def largest_batch(config, mesh, shape, program, capacity, slice_, progress,
+                  first=None) -> Optional[int]:
   """The largest per-chip batch with which `program`'s phase fits (its stage's batch replaced;
-  `batch_gpu` kept where it divides the per-chip batch, else the per-chip batch)."""
+  `batch_gpu` kept where it divides the per-chip batch, else the per-chip batch). `first`:
+  `program`'s own report, the search's first try when its batch splits evenly over the chips."""
   from sg2jax import topology
   from sg2jax.train.programs import training_programs
   phase = program.name.split('@')[0]
+  start = max(1, program.stage.batch_size // slice_.chips)
 
-  def fits(per_chip: int) -> bool:
+  def compile_with(per_chip: int):
+    if first is not None and per_chip * slice_.chips == program.stage.batch_size:
+      return first
     trial = _with_batch(config, program.stage.resolution, per_chip * slice_.chips, per_chip)
     exp = build_for(trial, mesh, shape)
     candidates = [p for p in training_programs(exp, shape[1], shape[2], 1, names=[phase])
@@ -163,10 +169,21 @@ def largest_batch(config, mesh, shape, program, capacity, slice_, progress) -> O
     if progress:
       verdict = 'fits' if report.fits else 'does not fit'
       progress(f'  {program.name}: {per_chip} per chip {verdict} ({report.hbm_gib} GiB)')
-    return report.ok and report.fits
+    return report
 
-  start = max(1, program.stage.batch_size // slice_.chips)
-  return topology.largest_fitting(fits, start)
+  fixed = {}  # what a compile that fitted needed besides temporaries
+
+  def measure(per_chip: int) -> tuple[bool, Optional[float]]:
+    report = compile_with(per_chip)
+    hbm = report.hbm_gib if report.ok else None
+    if report.ok and report.fits and report.temp_gib is not None:
+      fixed['gib'] = report.hbm_gib - report.temp_gib
+    elif hbm is not None and report.error is not None:
+      # Refused for lack of memory: the compiler names only the temporaries it wanted.
+      hbm += fixed.get('gib', 0.0)
+    return report.ok and report.fits, hbm
+
+  return topology.largest_fitting(measure, start, capacity / 2 ** 30)
 
 
 def _with_batch(config, resolution: int, batch: int, per_chip: int):

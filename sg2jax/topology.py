@@ -280,21 +280,74 @@ def compile_report(name: str, lower: Callable[[], Any], capacity: float,
       alias_gib=_gib(memory.alias_size_in_bytes))
 
 
-def largest_fitting(fits: Callable[[int], bool], start: int, limit: int = 4096) -> Optional[int]:
-  """The largest `b` in `[1, limit]` with `fits(b)`, assuming that fitting is monotone in `b`;
-  None if `fits(1)` is false. Doubles (or halves) from `start`, then bisects: each call of `fits`
-  is a compile, about `2 log2(b / start)` of them."""
-  low, high = 0, limit + 1  # fits(low) (0: none known), not fits(high)
+def largest_fitting(measure: Callable[[int], tuple[bool, Optional[float]]], start: int,
+                    capacity: Optional[float] = None, limit: int = 4096) -> Optional[int]:
+  """The largest `b` in `[1, limit]` that fits, assuming that fitting is monotone in `b`; None
+  if 1 does not fit. `measure(b)` compiles with `b` and returns (fits, HBM GiB needed or None).
+
+  Each try is a compile (minutes at full size), so tries are aimed: HBM grows about linearly
+  with the batch (parameters and optimizer states are fixed, activations scale), so a line
+  through the two measured batches nearest the boundary (one batch: HBM proportional to it)
+  says where HBM reaches `capacity`; the next try is there, and when a two-point line's batch
+  fits, the batch after it, which the line says does not. The answer is only ever what compiles
+  said: a batch fits and the next one does not. A try the line got wrong (HBM grows in steps
+  where XLA changes its plan or rounds allocations) is followed by a blind one; after the line's
+  second miss, or without HBM figures, the search doubles (or halves) from `start`, then
+  bisects: about `2 log2(b / start)` compiles.
+  """
+  low, high = 0, limit + 1  # low fits (0: none known), high does not
+  measured: dict[int, float] = {}
   b = max(1, min(start, limit))
-  while high - low > 1:
-    if fits(b):
+  misses = 0  # tries where the line was wrong
+  predicted = None  # whether the line said this try fits (None: a blind try)
+  last_by_line = False  # this try is where a two-point line said the last batch that fits is
+  while True:
+    fits, hbm = measure(b)
+    if hbm is not None and hbm > 0:
+      measured[b] = hbm
+    if fits:
       low = b
-      b = min(2 * b, limit) if high > limit else (low + high) // 2
-      if b == low:
-        break
     else:
       high = b
-      b = max(1, b // 2) if low == 0 else (low + high) // 2
-      if b == high:
-        break
-  return low or None
+    if high - low <= 1:
+      return low or None
+    misses += predicted is not None and predicted != fits
+    line, two_points = _line_estimate(measured, low, high, capacity)
+    if last_by_line and fits and misses < 2:
+      b, predicted, last_by_line = low + 1, False, False  # so the next one should not fit
+    elif line is not None and misses < 2 and predicted in (None, fits):
+      b = min(max(int(line), low + 1), high - 1)
+      predicted = b <= line
+      last_by_line = two_points and predicted
+    else:
+      predicted, last_by_line = None, False
+      if low == 0:
+        b = max(1, high // 2)
+      elif high > limit:
+        b = min(2 * low, limit)
+      else:
+        b = (low + high) // 2
+
+
+def _line_estimate(measured: dict[int, float], low: int, high: int,
+                   capacity: Optional[float]) -> tuple[Optional[float], bool]:
+  """The batch at which a line through the measured HBM figures nearest the boundary between
+  `low` (fits) and `high` (does not) reaches `capacity` (None without a usable line), and
+  whether the line went through two measured batches (one: HBM taken as proportional to it)."""
+  if capacity is None or not measured:
+    return None, False
+  below = [b for b in measured if b <= low]
+  above = [b for b in measured if b >= high]
+  if below and above:
+    points = [max(below), min(above)]
+  else:
+    points = sorted(measured, key=lambda b: abs(b - (low if below else high)))[:2]
+  if len(points) == 1:
+    estimate = points[0] * capacity / measured[points[0]]
+  else:
+    b0, b1 = sorted(points)
+    slope = (measured[b1] - measured[b0]) / (b1 - b0)
+    if slope <= 0:
+      return None, False
+    estimate = b0 + (capacity - measured[b0]) / slope
+  return (estimate if math.isfinite(estimate) else None), len(points) == 2

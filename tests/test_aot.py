@@ -155,20 +155,74 @@ def test_a_compiler_crash_fails_its_program_and_a_new_child_compiles_the_rest(tm
 @pytest.mark.parametrize('largest', [1, 3, 8, 200, 4096])
 @pytest.mark.parametrize('start', [1, 8, 64])
 def test_largest_fitting_bisects_to_the_boundary(largest, start):
-  """`--max-batch`'s search, with a stand-in for "compile and see": the exact largest batch, in
-  about 2 log2(b / start) tries, never trying a batch twice."""
+  """`--max-batch`'s search without HBM figures, with a stand-in for "compile and see": the
+  exact largest batch, in about 2 log2(b / start) tries, never trying a batch twice."""
   tried = []
-  fits = lambda b: tried.append(b) or b <= largest
-  assert topology.largest_fitting(fits, start) == largest
+  measure = lambda b: (tried.append(b) or b <= largest, None)
+  assert topology.largest_fitting(measure, start, capacity=16.0) == largest
   assert len(tried) == len(set(tried)) and len(tried) <= 2 * 13
-  assert topology.largest_fitting(lambda b: False, start) is None
+  assert topology.largest_fitting(lambda b: (False, None), start, 16.0) is None
+
+
+def linear_hbm(fixed: float, per_image: float, capacity: float = 15.75):
+  """A stand-in compile whose HBM is `fixed` (parameters, optimizer states) plus `per_image`
+  for each image per chip; the tries it saw."""
+  tried = []
+
+  def measure(b):
+    tried.append(b)
+    hbm = fixed + per_image * b
+    return hbm <= capacity, hbm
+
+  return measure, tried
+
+
+@pytest.mark.parametrize('fixed,per_image,start', [
+    (0.9, 0.15, 32),   # 256x256: 99 per chip
+    (0.9, 1.6, 4),     # 1024x1024: 9
+    (0.9, 0.0012, 4),  # tiny networks: 12375
+    (0.9, 20.0, 4),    # not even one
+    (15.0, 0.7, 4),    # exactly one
+])
+def test_largest_fitting_aims_at_the_boundary_from_the_hbm_figures(fixed, per_image, start):
+  """With HBM linear in the batch, as a program's is, two or three tries find the line and two
+  settle the boundary: a handful of compiles where bisection takes a dozen. The answer is the
+  true largest batch all the same."""
+  limit = 1 << 14
+  measure, tried = linear_hbm(fixed, per_image)
+  truth = max([b for b in range(1, limit + 1) if fixed + per_image * b <= 15.75], default=None)
+  assert topology.largest_fitting(measure, start, 15.75, limit=limit) == truth
+  assert len(tried) == len(set(tried)) and len(tried) <= 5, tried
+
+
+@pytest.mark.parametrize('start', [1, 4, 8, 32])
+def test_largest_fitting_is_exact_when_the_hbm_figures_mislead(start):
+  """The line is only a guess: memory that grows in steps (XLA changing its plan every 16
+  images), or on plateaus (allocations rounded up: the tiny networks' HBM is the same from 561
+  to 640 images), or figures far off (an out-of-memory refusal names only the temporaries) cost
+  tries, never the answer."""
+  steps = lambda b: 2.0 + 3.0 * (b // 16) + 0.01 * b
+  plateaus = lambda b: 4.4 + 0.02 * (b // 64) + (0.05 if b > 128 else 0.0)
+  for needed, reported, capacity in [(steps, steps, 15.75),
+                                     (steps, lambda b: 0.1 * steps(b), 15.75),
+                                     (steps, lambda b: 50.0, 15.75),
+                                     (plateaus, plateaus, 4.7065)]:
+    tried = []
+
+    def measure(b):
+      tried.append(b)
+      return needed(b) <= capacity, reported(b)
+
+    truth = max(b for b in range(1, 2000) if needed(b) <= capacity)
+    assert topology.largest_fitting(measure, start, capacity) == truth
+    assert len(tried) == len(set(tried)) and len(tried) <= 6 + 2 * 13
 
 
 @pytest.mark.slow  # ~20 compiles
 def test_max_batch_finds_the_largest_batch_that_fits(compile_for, monkeypatch):
-  """`--max-batch` doubles, then bisects the per-chip batch (one compile per try): with the
-  chip's capacity set between what 256 and 1024 images need, it answers the batch b for which b
-  fits and b + 1 does not."""
+  """`--max-batch` searches the per-chip batch (one compile per try): with the chip's capacity
+  set between what 256 and 1024 images need, it answers the batch b for which b fits and b + 1
+  does not."""
   needed = lambda b: compile_for('v5e-1', tiny(batch_size=b, batch_gpu=1), ['d_reg'])[0].hbm_gib
   low, high = needed(256), needed(1024)
   assert high > low
