@@ -151,7 +151,8 @@ def _context(slice_, devices, config, program) -> dict:
 def largest_batch(config, mesh, shape, program, capacity, slice_, progress,
                   first=None) -> Optional[int]:
   """The largest per-chip batch with which `program`'s phase fits (its stage's batch replaced;
-  `batch_gpu` kept where it divides the per-chip batch, else the per-chip batch). `first`:
+  `batch_gpu` kept where it divides the per-chip batch, else the per-chip batch; a multiple of
+  the minibatch-stddev group, or fewer images than one group). `first`:
   `program`'s own report, the search's first try when its batch splits evenly over the chips."""
   from sg2jax import topology
   from sg2jax.train.programs import training_programs
@@ -167,8 +168,10 @@ def largest_batch(config, mesh, shape, program, capacity, slice_, progress,
                   if p.stage.resolution == program.stage.resolution]
     report = topology.compile_report(phase, candidates[0].lower, capacity, per_chip)
     if progress:
-      verdict = 'fits' if report.fits else 'does not fit'
-      progress(f'  {program.name}: {per_chip} per chip {verdict} ({report.hbm_gib} GiB)')
+      verdict = (f'failed to compile: {report.error}' if not report.ok
+                 else f'fits ({report.hbm_gib} GiB)' if report.fits
+                 else f'does not fit ({report.hbm_gib} GiB)')
+      progress(f'  {program.name}: {per_chip} per chip {verdict}')
     return report
 
   fixed = {}  # what a compile that fitted needed besides temporaries
@@ -183,7 +186,12 @@ def largest_batch(config, mesh, shape, program, capacity, slice_, progress,
       hbm += fixed.get('gib', 0.0)
     return report.ok and report.fits, hbm
 
-  return topology.largest_fitting(measure, start, capacity / 2 ** 30)
+  # Minibatch stddev forms groups of min(mbstd_group_size, batch_gpu) images, so a per-chip
+  # batch of more must be a multiple of that (`_with_batch` keeps batch_gpu only where it
+  # divides the batch).
+  step = min(config.D.get('mbstd_group_size') or program.stage.batch_gpu,
+             program.stage.batch_gpu)
+  return topology.largest_fitting(measure, start, capacity / 2 ** 30, step=step)
 
 
 def _with_batch(config, resolution: int, batch: int, per_chip: int):

@@ -281,9 +281,12 @@ def compile_report(name: str, lower: Callable[[], Any], capacity: float,
 
 
 def largest_fitting(measure: Callable[[int], tuple[bool, Optional[float]]], start: int,
-                    capacity: Optional[float] = None, limit: int = 4096) -> Optional[int]:
+                    capacity: Optional[float] = None, limit: int = 4096,
+                    step: int = 1) -> Optional[int]:
   """The largest `b` in `[1, limit]` that fits, assuming that fitting is monotone in `b`; None
   if 1 does not fit. `measure(b)` compiles with `b` and returns (fits, HBM GiB needed or None).
+  With `step`, only multiples of `step` and batches smaller than `step` are tried (the batches a
+  minibatch-stddev group of `step` images accepts).
 
   Each try is a compile (minutes at full size), so tries are aimed: HBM grows about linearly
   with the batch (parameters and optimizer states are fixed, activations scale), so a line
@@ -295,6 +298,12 @@ def largest_fitting(measure: Callable[[int], tuple[bool, Optional[float]]], star
   second miss, or without HBM figures, the search doubles (or halves) from `start`, then
   bisects: about `2 log2(b / start)` compiles.
   """
+  if step > 1:
+    steps = largest_fitting(lambda k: measure(k * step), max(1, start // step), capacity,
+                            limit // step)
+    if steps is not None:
+      return steps * step
+    return largest_fitting(measure, min(start, step - 1), capacity, step - 1)
   low, high = 0, limit + 1  # low fits (0: none known), high does not
   measured: dict[int, float] = {}
   b = max(1, min(start, limit))

@@ -218,6 +218,24 @@ def test_largest_fitting_is_exact_when_the_hbm_figures_mislead(start):
     assert len(tried) == len(set(tried)) and len(tried) <= 6 + 2 * 13
 
 
+@pytest.mark.parametrize('fixed,per_image,start', [
+    (0.9, 0.15, 32),  # 99 would fit: 96
+    (0.9, 3.0, 4),    # 4 fits, not 8
+    (0.9, 5.0, 2),    # 2 fit, 4 do not: 2 (below one group)
+    (12.0, 4.0, 2),   # not even 1
+])
+def test_largest_fitting_tries_only_batches_a_stddev_group_accepts(fixed, per_image, start):
+  """With minibatch-stddev groups of 4, a per-chip batch above 4 that is not a multiple of 4
+  does not compile: the search never tries one, and answers the largest that does."""
+  measure, tried = linear_hbm(fixed, per_image)
+  valid = lambda b: b < 4 or b % 4 == 0
+  truth = max([b for b in range(1, 4097) if valid(b) and fixed + per_image * b <= 15.75],
+              default=None)
+  assert topology.largest_fitting(measure, start, 15.75, step=4) == truth
+  assert all(valid(b) for b in tried) and len(tried) == len(set(tried)), tried
+  assert len(tried) <= 6
+
+
 @pytest.mark.slow  # ~20 compiles
 def test_max_batch_finds_the_largest_batch_that_fits(compile_for, monkeypatch):
   """`--max-batch` searches the per-chip batch (one compile per try): with the chip's capacity
