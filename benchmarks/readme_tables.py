@@ -105,13 +105,19 @@ def _tpu_rows(growing: bool) -> list[dict]:
 def tpu_phases() -> str:
   """Every training phase compiled for a TPU slice: HBM per chip against the chip's capacity
   (the newest compile of each setting), and the largest per-chip batch where a `--max-batch`
-  run searched it (with its commit where that differs from the line's)."""
-  rows = _tpu_rows(growing=False)
+  run searched it (with the search's commit where that differs from the line's)."""
+  # A search's first try is the phase at its own batch: its line, where newer than the plain
+  # compile's, stands for the phase.
   key = lambda r: tpu_compile.combination_key(r)[:-1] + (r['program'],)
-  largest = {key(r): r for r in rows if r.get('max_batch')}
-  rows = [r for r in rows if not r.get('max_batch')] + [
-      r for k, r in largest.items()
-      if not any(key(other) == k for other in rows if not other.get('max_batch'))]
+  when = lambda r: r.get('run', r['date'])
+  lines: dict[tuple, dict] = {}
+  largest: dict[tuple, dict] = {}
+  for r in _tpu_rows(growing=False):
+    if r.get('max_batch'):
+      largest[key(r)] = r
+    if key(r) not in lines or when(r) > when(lines[key(r)]):
+      lines[key(r)] = r
+  rows = list(lines.values())
   order = {name: i for i, name in enumerate(PHASE_LABELS)}
   rows.sort(key=lambda r: (r['topology'], -r['resolution_setting'], r['dtype'], r['precision'],
                            r.get('remat', 'none'), r['batch_per_chip'],

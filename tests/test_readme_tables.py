@@ -60,25 +60,29 @@ def test_result_lines_name_no_path_of_one_machine():
 
 def test_the_tpu_table_shows_the_largest_batch_a_max_batch_run_found(monkeypatch):
   """A `--max-batch` run's lines give their phase's line the largest per-chip batch (with the
-  search's commit where it differs); a search without a plain line shows as its own line."""
+  search's commit where it differs); a search newer than the plain compile, or without one,
+  is the phase's line."""
   def line(program, commit, max_batch=False, largest=None, resolution=256):
     return {'config': 'experiments/ffhq.py', 'topology': 'v5e-8', 'resolution_setting': resolution,
             'dtype': 'bfloat16', 'precision': 'default', 'remat': 'none', 'batch_gpu': 4,
             'max_batch': max_batch, 'program': program, 'ok': True, 'fits': True,
             'hbm_gib': 5.5, 'argument_gib': 0.5, 'capacity_gib': 15.75, 'gflop': 100.0,
             'gflop_per_image': 3.0, 'compile_seconds': 60.0, 'batch_per_chip': 32,
-            'commit': commit, 'date': '2026-12-07', 'run': commit,
+            'commit': commit, 'date': '2026-12-07', 'run': f'2026-12-07T{commit}',
             **({'max_batch_per_chip': largest} if max_batch else {})}
-  rows = [line('g_main', 'aaa'), line('d_reg', 'aaa'),
-          line('g_main', 'bbb', max_batch=True, largest=88),
+  rows = [line('g_main', 'bbb'), line('d_reg', 'aaa'), line('g_reg', 'aaa'),
+          line('g_main', 'aaa', max_batch=True, largest=88),
           line('d_reg', 'aaa', max_batch=True, largest=None),
+          line('g_reg', 'bbb', max_batch=True, largest=64),
           line('d_main', 'bbb', max_batch=True, largest=70, resolution=512)]
   monkeypatch.setattr(readme_tables, '_rows', lambda name: rows)
   table = readme_tables.tpu_phases().splitlines()
   assert 'largest images per chip' in table[0]
   cells = {(row[2], row[5]): row for row in
            ([c.strip() for c in text.split('|')] for text in table[2:])}
-  assert cells[('256', 'G main')][10] == '88 (bbb)'
+  assert cells[('256', 'G main')][10] == '88 (aaa)' and cells[('256', 'G main')][-2] == 'bbb'
   assert cells[('256', 'D reg (R1)')][10] == 'none'
+  assert cells[('256', 'G reg (path length)')][10] == '64'
+  assert cells[('256', 'G reg (path length)')][-2] == 'bbb'
   assert cells[('512', 'D main')][10] == '70' and cells[('512', 'D main')][-2] == 'bbb'
-  assert len(table) == 2 + 3
+  assert len(table) == 2 + 4
