@@ -186,12 +186,16 @@ def largest_batch(config, mesh, shape, program, capacity, slice_, progress,
       hbm += fixed.get('gib', 0.0)
     return report.ok and report.fits, hbm
 
-  # Minibatch stddev forms groups of min(mbstd_group_size, batch_gpu) images, so a per-chip
-  # batch of more must be a multiple of that (`_with_batch` keeps batch_gpu only where it
-  # divides the batch).
-  step = min(config.D.get('mbstd_group_size') or program.stage.batch_gpu,
-             program.stage.batch_gpu)
+  step = batch_step(config.D.get('mbstd_group_size'), program.stage.batch_gpu)
   return topology.largest_fitting(measure, start, capacity / 2 ** 30, step=step)
+
+
+def batch_step(mbstd_group_size: Optional[int], batch_gpu: int) -> int:
+  """The per-chip batches `_with_batch` can compile are the multiples of this (and any batch
+  smaller): minibatch stddev forms groups of min(mbstd_group_size, batch_gpu) images, and
+  batch_gpu becomes the per-chip batch where it does not divide it. Without a group size (the
+  whole per-GPU batch is one group) every batch compiles."""
+  return min(mbstd_group_size, batch_gpu) if mbstd_group_size else 1
 
 
 def _with_batch(config, resolution: int, batch: int, per_chip: int):

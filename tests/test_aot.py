@@ -236,6 +236,23 @@ def test_largest_fitting_tries_only_batches_a_stddev_group_accepts(fixed, per_im
   assert len(tried) <= 6
 
 
+@pytest.mark.parametrize('group,batch_gpu,step', [(4, 32, 4), (4, 2, 2), (4, 1, 1),
+                                                    (None, 32, 1)])
+def test_the_batch_step_is_what_minibatch_stddev_accepts(group, batch_gpu, step):
+  """Every multiple of the step builds D's minibatch stddev (as `_with_batch` sets batch_gpu),
+  and the next batch above a group that is not one fails."""
+  from sg2jax import aot
+  from sg2jax.ops.mbstd import minibatch_stddev
+  import jax.numpy as jnp
+  assert aot.batch_step(group, batch_gpu) == step
+  for per_chip in (step, 2 * step, 3 * step):
+    kept = batch_gpu if per_chip % batch_gpu == 0 else per_chip
+    minibatch_stddev(jnp.zeros((per_chip, 2, 2, 2)), group, 1, kept)
+  if step > 1 and group and step == group:
+    with pytest.raises(ValueError):
+      minibatch_stddev(jnp.zeros((group + 1, 2, 2, 2)), group, 1, group + 1)
+
+
 @pytest.mark.slow  # ~20 compiles
 def test_max_batch_finds_the_largest_batch_that_fits(compile_for, monkeypatch):
   """`--max-batch` searches the per-chip batch (one compile per try): with the chip's capacity
