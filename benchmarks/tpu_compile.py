@@ -1,8 +1,8 @@
-"""The README's TPU table: `sg2jax.aot` over TPU slices, resolutions and numeric settings.
+"""The compiles behind the README's TPU tables: `sg2jax.aot` over TPU slices, resolutions and
+numeric settings (`benchmarks/readme_tables.py` makes the tables from the lines written here).
 
   python benchmarks/tpu_compile.py --slices v5e-8 --resolutions 256,1024 \\
       --settings bfloat16/default --out benchmarks/results/tpu_compile.jsonl
-  python benchmarks/tpu_compile.py --table benchmarks/results/tpu_compile.jsonl
 
 Each combination compiles the training phases of a config (default: the ffhq preset, config F)
 at a resolution, with `batch_gpu` (the official per-GPU batch, 4) images per chip, for the
@@ -87,37 +87,6 @@ def run(args) -> None:
           results.append(args.out, ({**record, **tags, **r.as_dict()} for r in reports))
 
 
-def table(path: str) -> str:
-  """The README table: per (slice, resolution, setting), HBM of the largest phase per chip,
-  whether every phase fits, the largest per-chip batch (where searched) and GFLOP per image."""
-  rows = newest(results.read(path))
-  groups: dict[tuple, list[dict]] = {}
-  for row in rows:
-    groups.setdefault(combination_key(row)[:7], []).append(row)
-  lines = ['| slice | chip | resolution | setting | batch per chip | every phase compiles '
-           '| largest phase: HBM per chip | of | largest batch per chip | GFLOP per image |',
-           '|---|---|---:|---|---:|---|---:|---:|---:|---:|']
-  for key in sorted(groups, key=lambda k: tuple(str(x) for x in k)):
-    group = [r for r in groups[key] if r['program'].split('@')[0] in PHASES]
-    if not group:
-      continue
-    _, slice_name, resolution, dtype, precision, remat, _ = key
-    largest = max(group, key=lambda r: r['hbm_gib'] or 0)
-    fits = all(r['ok'] and r['fits'] for r in group)
-    batches = [r.get('max_batch_per_chip') for r in group]
-    largest_batch = (min(b for b in batches) if all(b is not None for b in batches)
-                     else '')
-    per_image = sum(r['gflop_per_image'] for r in group if r.get('gflop_per_image')
-                    and r['program'].split('@')[0] in ('g_main', 'd_main'))
-    setting = f'{dtype} {precision}' + (f', remat {remat}' if remat != 'none' else '')
-    lines.append(
-        f'| {slice_name} | {largest["chip"]} | {resolution} | {setting} | '
-        f'{largest["batch_per_chip"]} | {"yes" if fits else "**no**"} | '
-        f'{largest["hbm_gib"]:.2f} GiB ({largest["program"]}) | {largest["capacity_gib"]:.2f} | '
-        f'{largest_batch} | {per_image:.0f} |')
-  return '\n'.join(lines)
-
-
 def main():
   p = argparse.ArgumentParser(description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -129,12 +98,8 @@ def main():
   p.add_argument('--remat', default='none')
   p.add_argument('--max-batch', action='store_true')
   p.add_argument('--out', default=str(results.RESULTS / 'tpu_compile.jsonl'))
-  p.add_argument('--table', metavar='RESULTS', help='print the README table of a results file')
   args, override = p.parse_known_args()
   args.override = override
-  if args.table:
-    print(table(args.table))
-    return
   run(args)
 
 
