@@ -102,6 +102,16 @@ def _tpu_rows(growing: bool) -> list[dict]:
           and ('@' in r['program']) == growing]
 
 
+def _hbm_cell(r: dict) -> str:
+  """HBM per chip of a compiled program; `>x` where the compiler refused it for lack of memory
+  and named only the temporaries it wanted (x), or no figure at all (x: the chip's capacity)."""
+  if r['hbm_gib'] is None:
+    return f'>{r["capacity_gib"]:.2f}'
+  if r.get('argument_gib') is None:
+    return f'>{r["hbm_gib"]:.2f}'
+  return f'{r["hbm_gib"]:.2f}'
+
+
 def tpu_phases() -> str:
   """Every training phase compiled for a TPU slice: HBM per chip against the chip's capacity
   (the newest compile of each setting), and the largest per-chip batch where a `--max-batch`
@@ -125,7 +135,7 @@ def tpu_phases() -> str:
   table = []
   for r in rows:
     if r['ok']:
-      hbm = f'{r["hbm_gib"]:.2f}' if r.get('argument_gib') is not None else f'>{r["hbm_gib"]:.2f}'
+      hbm = _hbm_cell(r)
       verdict = 'fits' if r['fits'] else '**does not fit**'
     else:
       hbm, verdict = '', '**failed to compile**'
@@ -188,7 +198,7 @@ def tpu_growing() -> str:
       elif not r['ok']:
         cells.append('**failed to compile**')
       else:
-        cells.append(f'{r["hbm_gib"]:.2f}' + ('' if r['fits'] else ' **does not fit**')
+        cells.append(_hbm_cell(r) + ('' if r['fits'] else ' **does not fit**')
                      + (f' (= {_config_label(r["same_as"])})' if 'same_as' in r else ''))
     commits = ', '.join(sorted({r['commit'] for r in stage.values()}))
     table.append([config, slice_name, f'{dtype}, {precision}', remat, str(resolution),

@@ -170,7 +170,8 @@ def largest_batch(config, mesh, shape, program, capacity, slice_, progress,
     if progress:
       verdict = (f'failed to compile: {report.error}' if not report.ok
                  else f'fits ({report.hbm_gib} GiB)' if report.fits
-                 else f'does not fit ({report.hbm_gib} GiB)')
+                 else f'does not fit ({report.hbm_gib} GiB)' if report.hbm_gib is not None
+                 else f'does not fit ({report.error})')
       progress(f'  {program.name}: {per_chip} per chip {verdict}')
     return report
 
@@ -271,10 +272,13 @@ def problems(reports) -> list[str]:
     if not r.ok:
       lines.append(f'{r.program} failed to compile for {r.extra.get("topology")}: {r.error}')
     elif not r.fits:
-      at_least = 'at least ' if r.argument_gib is None else ''  # refused: temporaries only
+      # A refusal names the temporaries it wanted (at least that much), or at times no figure.
+      at_least = 'at least ' if r.argument_gib is None else ''
+      needs = 'more memory' if r.hbm_gib is None else f'{at_least}{r.hbm_gib:.2f} GiB'
+      said = f' ({r.error})' if r.hbm_gib is None else ''
       lines.append(
-          f'{r.program} needs {at_least}{r.hbm_gib:.2f} GiB per chip on {r.extra.get("chip")}, '
-          f'which has {r.capacity_gib} GiB, at {r.batch_per_chip} images per chip: lower '
+          f'{r.program} needs {needs} per chip on {r.extra.get("chip")}, '
+          f'which has {r.capacity_gib} GiB, at {r.batch_per_chip} images per chip{said}: lower '
           f'--config.batch_size (--max-batch finds the largest that fits), or try '
           f'--config.remat=blocks, --config.G.dtype=bfloat16 --config.D.dtype=bfloat16, or a '
           f'slice with more chips')

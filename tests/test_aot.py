@@ -152,6 +152,25 @@ def test_a_compiler_crash_fails_its_program_and_a_new_child_compiles_the_rest(tm
   assert lines[-1] == 'error: --config.resolution is not a power of two'
 
 
+def test_an_out_of_memory_refusal_without_a_figure_is_reported_in_one_line():
+  """The TPU compiler does not always say how much memory it wanted: such a refusal is a report
+  that does not fit (no figure), and its error line quotes the compiler instead of a number."""
+  from sg2jax import aot
+
+  def lower():
+    raise RuntimeError('RESOURCE_EXHAUSTED: Ran out of memory in memory space hbm.\nmore')
+
+  report = topology.compile_report('g_main', lower, 15.75 * 2 ** 30, batch_per_chip=16)
+  assert report.ok and not report.fits and report.hbm_gib is None
+  assert report.error == 'RESOURCE_EXHAUSTED: Ran out of memory in memory space hbm.'
+  report.extra.update(chip='TPU v5 lite', topology='v5e-8')
+  [line] = aot.problems([report])
+  assert line.startswith('g_main needs more memory per chip on TPU v5 lite, which has 15.75 GiB, '
+                         'at 16 images per chip (RESOURCE_EXHAUSTED: Ran out of memory')
+  assert '--max-batch' in line
+  assert 'DOES NOT FIT' in aot.format_table([report])
+
+
 @pytest.mark.parametrize('largest', [1, 3, 8, 200, 4096])
 @pytest.mark.parametrize('start', [1, 8, 64])
 def test_largest_fitting_bisects_to_the_boundary(largest, start):

@@ -86,3 +86,23 @@ def test_the_tpu_table_shows_the_largest_batch_a_max_batch_run_found(monkeypatch
   assert cells[('256', 'G reg (path length)')][-2] == 'bbb'
   assert cells[('512', 'D main')][10] == '70' and cells[('512', 'D main')][-2] == 'bbb'
   assert len(table) == 2 + 4
+
+
+def test_the_tpu_table_marks_refusals_with_what_the_compiler_named(monkeypatch):
+  """A program refused for lack of memory: its cell is `>` the temporaries the compiler asked
+  for, or `>` the chip's capacity where it named no figure; never a crash."""
+  base = {'config': 'experiments/ffhq.py', 'topology': 'v5e-8', 'resolution_setting': 1024,
+          'dtype': 'bfloat16', 'precision': 'default', 'remat': 'blocks', 'batch_gpu': 4,
+          'max_batch': False, 'ok': True, 'fits': False, 'capacity_gib': 15.75, 'gflop': None,
+          'gflop_per_image': None, 'compile_seconds': 60.0, 'batch_per_chip': 16,
+          'commit': 'aaa', 'date': '2026-12-07', 'argument_gib': None}
+  rows = [{**base, 'program': 'g_main', 'hbm_gib': 22.96},
+          {**base, 'program': 'd_main', 'hbm_gib': None},
+          {**base, 'program': 'g_main@1024', 'hbm_gib': None}]
+  monkeypatch.setattr(readme_tables, '_rows', lambda name: rows if 'tpu' in name else [])
+  cells = {row[5]: row for row in ([c.strip() for c in text.split('|')]
+                                   for text in readme_tables.tpu_phases().splitlines()[2:])}
+  assert cells['G main'][7:10] == ['>22.96', '15.75', '**does not fit**']
+  assert cells['D main'][7:10] == ['>15.75', '15.75', '**does not fit**']
+  growing = readme_tables.tpu_growing().splitlines()[2]
+  assert '>15.75 **does not fit**' in growing
