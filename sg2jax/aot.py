@@ -130,8 +130,8 @@ def compile_run(config, slice_, devices, names: Optional[Sequence[str]], max_bat
     if report.gflop is not None:
       report.extra['gflop_per_image'] = round(report.gflop * slice_.chips / program.images, 3)
     if max_batch and program.name.split('@')[0] in PHASES:
-      report.extra['max_batch_per_chip'] = largest_batch(config, mesh, shape, program, capacity,
-                                                         slice_, progress, first=report)
+      report.extra['max_batch_per_chip'], report.extra['max_batch_tries'] = largest_batch(
+          config, mesh, shape, program, capacity, slice_, progress, first=report)
     reports.append(report)
     if on_report:
       on_report(report)
@@ -149,11 +149,14 @@ def _context(slice_, devices, config, program) -> dict:
 
 
 def largest_batch(config, mesh, shape, program, capacity, slice_, progress,
-                  first=None) -> Optional[int]:
+                  first=None) -> tuple[Optional[int], list[dict]]:
   """The largest per-chip batch with which `program`'s phase fits (its stage's batch replaced;
   `batch_gpu` kept where it divides the per-chip batch, else the per-chip batch; a multiple of
-  the minibatch-stddev group, or fewer images than one group). `first`:
-  `program`'s own report, the search's first try when its batch splits evenly over the chips."""
+  the minibatch-stddev group, or fewer images than one group), and the search's tries in order
+  (`per_chip`, `ok`, `fits`, `hbm_gib`, `refused`: an out-of-memory refusal, whose `hbm_gib` is
+  the temporaries it asked for, or None where it named none), the figures the answer rests on.
+  `first`: `program`'s own report, the search's first try when its batch splits evenly over the
+  chips."""
   from sg2jax import topology
   from sg2jax.train.programs import training_programs
   phase = program.name.split('@')[0]
@@ -176,9 +179,13 @@ def largest_batch(config, mesh, shape, program, capacity, slice_, progress,
     return report
 
   fixed = {}  # what a compile that fitted needed besides temporaries
+  tries = []
 
   def measure(per_chip: int) -> tuple[bool, Optional[float]]:
     report = compile_with(per_chip)
+    tries.append({'per_chip': per_chip, 'ok': report.ok, 'fits': report.fits,
+                  'hbm_gib': report.hbm_gib,
+                  'refused': report.ok and report.argument_gib is None})
     hbm = report.hbm_gib if report.ok else None
     if report.ok and report.fits and report.temp_gib is not None:
       fixed['gib'] = report.hbm_gib - report.temp_gib
@@ -188,7 +195,7 @@ def largest_batch(config, mesh, shape, program, capacity, slice_, progress,
     return report.ok and report.fits, hbm
 
   step = batch_step(config.D.get('mbstd_group_size'), program.stage.batch_gpu)
-  return topology.largest_fitting(measure, start, capacity / 2 ** 30, step=step)
+  return topology.largest_fitting(measure, start, capacity / 2 ** 30, step=step), tries
 
 
 def batch_step(mbstd_group_size: Optional[int], batch_gpu: int) -> int:

@@ -272,6 +272,43 @@ def test_the_batch_step_is_what_minibatch_stddev_accepts(group, batch_gpu, step)
       minibatch_stddev(jnp.zeros((group + 1, 2, 2, 2)), group, 1, group + 1)
 
 
+def test_max_batch_records_every_try_the_answer_rests_on(monkeypatch):
+  """The report of a `--max-batch` search carries its tries in order (batch, verdict, HBM), so
+  a result line shows which compiles decided the answer; a refusal without a figure is a try
+  that does not fit. The compiler is a stand-in here (1 + b/2 GiB, refusing 16 and more with no
+  figure), the programs are the real ones."""
+  from sg2jax import aot
+  lowered = []
+
+  def compile_report(name, lower, capacity, batch_per_chip=None):
+    lowered.append(batch_per_chip)
+    hbm = 1.0 + batch_per_chip / 2
+    if batch_per_chip >= 16:
+      return topology.ProgramReport(name, ok=True, fits=False, hbm_gib=None, capacity_gib=15.75,
+                                    gflop=None, compile_seconds=0.0,
+                                    batch_per_chip=batch_per_chip, error='RESOURCE_EXHAUSTED')
+    return topology.ProgramReport(name, ok=True, fits=hbm <= 7.0, hbm_gib=hbm, capacity_gib=15.75,
+                                  gflop=1.0, compile_seconds=0.0, batch_per_chip=batch_per_chip,
+                                  argument_gib=0.5, output_gib=0.5, temp_gib=hbm - 0.5,
+                                  alias_gib=0.5)
+
+  monkeypatch.setattr(topology, 'compile_report', compile_report)
+  slice_ = topology.parse_slice('v5e-1')
+  [report] = aot.compile_run(tiny(batch_size=4, batch_gpu=1), slice_,
+                             topology.compile_only_devices(slice_), ['d_reg'], max_batch=True)
+  tries = report.extra['max_batch_tries']
+  assert report.extra['max_batch_per_chip'] == 12  # 1 + 12/2 = 7 GiB fits, 13 does not
+  assert [t['per_chip'] for t in tries] == lowered  # the phase's own compile is the first try
+  assert tries[0] == {'per_chip': 4, 'ok': True, 'fits': True, 'hbm_gib': 3.0, 'refused': False}
+  assert {t['per_chip']: t['fits'] for t in tries}[12] is True
+  assert {t['per_chip']: t['fits'] for t in tries}[13] is False
+  assert any(t['refused'] for t in tries)  # the doubling past 12 met the figureless refusal
+  for t in tries:
+    assert t['fits'] == (t['per_chip'] <= 12)
+    assert t['refused'] == (t['per_chip'] >= 16) and (t['hbm_gib'] is None) == t['refused']
+  json.dumps(report.as_dict())  # goes into --json lines as it is
+
+
 @pytest.mark.slow  # ~20 compiles
 def test_max_batch_finds_the_largest_batch_that_fits(compile_for, monkeypatch):
   """`--max-batch` searches the per-chip batch (one compile per try): with the chip's capacity
