@@ -153,8 +153,8 @@ def largest_batch(config, mesh, shape, program, capacity, slice_, progress,
   """The largest per-chip batch with which `program`'s phase fits (its stage's batch replaced;
   `batch_gpu` kept where it divides the per-chip batch, else the per-chip batch; a multiple of
   the minibatch-stddev group, or fewer images than one group), and the search's tries in order
-  (`per_chip`, `ok`, `fits`, `hbm_gib`, `refused`: an out-of-memory refusal, whose `hbm_gib` is
-  the temporaries it asked for, or None where it named none), the figures the answer rests on.
+  (`per_chip`, `ok`, `fits`, `hbm_gib`, `refused`: `ProgramReport.refused`), the figures the
+  answer rests on.
   `first`: `program`'s own report, the search's first try when its batch splits evenly over the
   chips."""
   from sg2jax import topology
@@ -185,12 +185,11 @@ def largest_batch(config, mesh, shape, program, capacity, slice_, progress,
     report = compile_with(per_chip)
     tries.append({'per_chip': per_chip, 'ok': report.ok, 'fits': report.fits,
                   'hbm_gib': report.hbm_gib,
-                  'refused': report.ok and report.argument_gib is None})
+                  'refused': report.refused})
     hbm = report.hbm_gib if report.ok else None
     if report.ok and report.fits and report.temp_gib is not None:
       fixed['gib'] = report.hbm_gib - report.temp_gib
-    elif hbm is not None and report.error is not None:
-      # Refused for lack of memory: the compiler names only the temporaries it wanted.
+    elif hbm is not None and report.refused:  # the temporaries alone: add the fixed part
       hbm += fixed.get('gib', 0.0)
     return report.ok and report.fits, hbm
 
@@ -259,8 +258,8 @@ def format_table(reports) -> str:
       rows.append((r.program, '', '', '', '', f'FAILED: {r.error}', '', '', ''))
       continue
     hbm = '?' if r.hbm_gib is None else f'{r.hbm_gib:.2f}'
-    if r.argument_gib is None and r.hbm_gib is not None:
-      hbm = f'>{hbm}'  # refused: the temporaries alone
+    if r.refused and r.hbm_gib is not None:
+      hbm = f'>{hbm}'  # the temporaries alone
     rows.append((r.program, str(r.extra.get('images', '')), str(r.batch_per_chip), hbm,
                  f'{r.capacity_gib:.2f}', 'fits' if r.fits else 'DOES NOT FIT',
                  '' if r.gflop is None else f'{r.gflop:.1f}', f'{r.compile_seconds:.0f}',
@@ -279,8 +278,7 @@ def problems(reports) -> list[str]:
     if not r.ok:
       lines.append(f'{r.program} failed to compile for {r.extra.get("topology")}: {r.error}')
     elif not r.fits:
-      # A refusal names the temporaries it wanted (at least that much), or at times no figure.
-      at_least = 'at least ' if r.argument_gib is None else ''
+      at_least = 'at least ' if r.refused else ''
       needs = 'more memory' if r.hbm_gib is None else f'{at_least}{r.hbm_gib:.2f} GiB'
       said = f' ({r.error})' if r.hbm_gib is None else ''
       lines.append(

@@ -231,6 +231,12 @@ class ProgramReport:
   error: Optional[str] = None
   extra: dict = dataclasses.field(default_factory=dict)
 
+  @property
+  def refused(self) -> bool:
+    """Refused for lack of memory: `hbm_gib` is then the temporaries the compiler asked for
+    (at least that much is needed), or None where it named no figure."""
+    return self.ok and not self.fits and self.argument_gib is None
+
   def as_dict(self) -> dict[str, Any]:
     row = {k: v for k, v in dataclasses.asdict(self).items() if k != 'extra'}
     return {**row, **self.extra}
