@@ -144,8 +144,9 @@ def analyse(dump: Path, program: str, top: int = 12) -> dict:
   occupied, at, live = occupied_peak(values)
   prefix = f'jit({program})/'
 
-  def op(instruction: str) -> str:
-    return op_names.get(re.sub(r'\{.*', '', instruction), '?').removeprefix(prefix)
+  def op(instruction: str) -> str:  # the HLO instruction's own name where it has no op_name
+    base = re.sub(r'\{.*', '', instruction)
+    return op_names.get(base, f'HLO {base}').removeprefix(prefix)
 
   largest = sorted(live, key=lambda v: -v.size)[:top]
   return {
@@ -155,7 +156,7 @@ def analyse(dump: Path, program: str, top: int = 12) -> dict:
       'largest_at_peak': [{
           'mib': round(v.size / 2 ** 20, 1), 'shape': v.shape, 'live': [v.start, v.end],
           'defined_by': op(v.name),
-          'last_used_by': op(schedule[v.end]) if v.end < len(schedule) else '?'}
+          'last_used_by': op(schedule[v.end]) if v.end < len(schedule) else 'the end'}
                           for v in largest]}
 
 

@@ -1,5 +1,6 @@
-"""Rematerialization (`config.remat='blocks'`) changes what the backward passes keep, not what
-they compute: the phases' losses, gradients and new states equal those without it."""
+"""Rematerialization (`config.remat='blocks'`, 'blocks_ordered') changes what the backward
+passes keep and in what order they run, not what they compute: the phases' losses, gradients
+and new states equal those without it."""
 
 import jax
 import jax.numpy as jnp
@@ -31,17 +32,21 @@ def run_phases(remat: str, config_keys: dict) -> dict:
     {},  # config F's architectures: G skip, D resnet
     pytest.param({'G.architecture': 'resnet', 'D.architecture': 'skip'},
                  marks=pytest.mark.slow),  # the other architectures' blocks: as long again
-], ids=['skip-resnet', 'resnet-skip'])
+    pytest.param({'G.type': 'ProgressiveGenerator', 'D.type': 'ProgressiveDiscriminator'},
+                 marks=pytest.mark.slow),  # configs B-D's networks (torgb outside the blocks)
+], ids=['skip-resnet', 'resnet-skip', 'progressive'])
 def test_remat_blocks_gives_the_same_losses_and_gradients(config_keys):
-  assert REMAT_MODES == ('none', 'blocks')
-  plain, remat = run_phases('none', config_keys), run_phases('blocks', config_keys)
-  for name in PHASES:
-    flat_plain = jax.tree_util.tree_leaves_with_path(plain[name])
-    flat_remat = jax.tree.leaves(remat[name])
-    assert len(flat_plain) == len(flat_remat)
-    for (path, a), b in zip(flat_plain, flat_remat):
-      np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6,
-                                 err_msg=f'{name} {jax.tree_util.keystr(path)}')
+  assert REMAT_MODES == ('none', 'blocks', 'blocks_ordered')
+  plain = run_phases('none', config_keys)
+  for mode in REMAT_MODES[1:]:
+    remat = run_phases(mode, config_keys)
+    for name in PHASES:
+      flat_plain = jax.tree_util.tree_leaves_with_path(plain[name])
+      flat_remat = jax.tree.leaves(remat[name])
+      assert len(flat_plain) == len(flat_remat)
+      for (path, a), b in zip(flat_plain, flat_remat):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6,
+                                   err_msg=f'{mode} {name} {jax.tree_util.keystr(path)}')
 
 
 @pytest.mark.parametrize('config_keys', [{}, {'G.type': 'ProgressiveGenerator',
@@ -62,3 +67,23 @@ def test_remat_blocks_recomputes_the_blocks(config_keys):
   # 8x8: G has blocks 4 and 8, D block 8 (D's 4x4 epilogue is not a block).
   assert found['none'][0] == 0 and found['blocks'][0] >= 3, found
   assert found['blocks'][1] > found['none'][1], found
+
+
+@pytest.mark.parametrize('config_keys', [{}, {'G.type': 'ProgressiveGenerator',
+                                              'D.type': 'ProgressiveDiscriminator'}],
+                         ids=['config-f', 'progressive'])
+def test_blocks_ordered_orders_the_synthesis_blocks_only(config_keys):
+  """'blocks_ordered' puts one optimization barrier over each synthesis block's gradients (G's
+  phases; G reg twice, its path-length term differentiating a gradient) and none over D's: D
+  main's program is that of 'blocks'."""
+  barriers = {}
+  for remat in ('blocks', 'blocks_ordered'):
+    bench = build_phase_bench(tiny(remat=remat, **config_keys), 8,
+                              mesh=make_mesh(jax.devices()[:1]))
+    barriers[remat] = {
+        name: str(jax.make_jaxpr(bench.train_step.phases[name])(
+            bench.state, bench.batch, bench.lod)).count('optimization_barrier')
+        for name in PHASES}
+  added = {name: barriers['blocks_ordered'][name] - barriers['blocks'][name] for name in PHASES}
+  # 8x8: G has blocks 4 and 8
+  assert added == {'g_main': 2, 'g_reg': 4, 'd_main': 0, 'd_reg': 0}, barriers

@@ -117,12 +117,12 @@ class Discriminator(nn.Module):
   @nn.compact
   def __call__(self, img: jnp.ndarray, c: Optional[jnp.ndarray] = None,
                batch_gpu: Optional[int] = None, lod=0.0,
-               resolution: Optional[int] = None, remat: bool = False) -> jnp.ndarray:
+               resolution: Optional[int] = None, remat: str = 'none') -> jnp.ndarray:
     """Logits `[N, 1]`; `batch_gpu`: minibatch-stddev groups form within consecutive parts of
     this many samples (the per-GPU batch of the official runs), default the whole batch.
     `lod` and `resolution` as the progressive discriminators take them: ignored / None or R.
-    `remat`: each block's intermediates are computed again in the backward pass
-    (`layers.call_block`)."""
+    `remat`: what the blocks keep for the backward pass (`layers.call_block`; D's blocks are
+    not ordered: G main differentiates D with respect to its input only)."""
     del lod
     check_full_resolution(self.img_resolution, resolution)
     r = self.img_resolution

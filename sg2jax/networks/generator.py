@@ -101,9 +101,9 @@ class GeneratorInterface(nn.Module):
 
   def synthesize(self, ws: jnp.ndarray, noise_mode: str = 'random',
                  noise: Optional[Sequence[jnp.ndarray]] = None, lod: Scalar = 0.0,
-                 resolution: Optional[int] = None, remat: bool = False) -> jnp.ndarray:
-    """ws `[N, num_ws, w_dim]` -> images `[N, R, R, img_channels]`; `remat`: the blocks'
-    intermediates are computed again in the backward pass (training's `config.remat`)."""
+                 resolution: Optional[int] = None, remat: str = 'none') -> jnp.ndarray:
+    """ws `[N, num_ws, w_dim]` -> images `[N, R, R, img_channels]`; `remat`: what the blocks
+    keep for the backward pass (training's `config.remat`, `layers.call_block`)."""
     return self.synthesis(ws, noise_mode, noise, lod, resolution, remat)
 
   def __call__(self, z: jnp.ndarray, c: Optional[jnp.ndarray] = None,

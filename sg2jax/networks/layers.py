@@ -4,6 +4,7 @@ import math
 from typing import Optional, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -11,15 +12,38 @@ from sg2jax.ops.equalized import equalized_conv2d, equalized_dense
 from sg2jax.ops.upfirdn import setup_filter
 
 
-def call_block(block: nn.Module, *args, remat: bool = False, static_argnums=()):
-  """`block(*args)`; with `remat`, under `nn.checkpoint`: the backward pass keeps only the
-  block's inputs and computes its intermediates again when it takes the block's gradient (one
-  block's worth of them in memory at a time). `static_argnums` index `args` (strings, None)."""
-  if not remat:
+def call_block(block: nn.Module, *args, remat: str = 'none', static_argnums=(),
+               orderable: bool = False):
+  """`block(*args)` under the rematerialization mode `remat` (training's `config.remat`).
+
+  'blocks': under `nn.checkpoint`: the backward pass keeps only the block's inputs and computes
+  its intermediates again when it takes the block's gradient (one block's worth of them in memory
+  at a time). 'blocks_ordered': as 'blocks', and where the caller says the block is `orderable`
+  the block's backward pass hands on the gradient with respect to its inputs only together with
+  the gradient with respect to its parameters (an optimization barrier over both), so the
+  compiler cannot postpone the reductions that give the parameters' gradients, and the maps they
+  read, to the end of the backward pass. `orderable` only for blocks whose parameters every phase
+  that differentiates the block differentiates: the barrier keeps the parameters' gradient even
+  where nothing uses it. `static_argnums` index `args` (strings, None)."""
+  if remat == 'none':
     return block(*args)
-  run = nn.checkpoint(lambda module, *inputs: module(*inputs),
-                      static_argnums=tuple(i + 1 for i in static_argnums))
-  return run(block, *args)
+  static = {i: args[i] for i in static_argnums}
+
+  def run(module, *inputs):
+    inputs = iter(inputs)
+    return module(*(static[i] if i in static else next(inputs) for i in range(len(args))))
+
+  run = nn.checkpoint(run)
+  dynamic = [a for i, a in enumerate(args) if i not in static]
+  if remat != 'blocks_ordered' or not orderable:
+    return run(block, *dynamic)
+
+  def backward(vjp_fn, cotangent):
+    return jax.lax.optimization_barrier(vjp_fn(cotangent))
+
+  ordered = nn.custom_vjp(run, forward_fn=lambda module, *inputs: nn.vjp(run, module, *inputs),
+                          backward_fn=backward)
+  return ordered(block, *dynamic)
 
 
 def channels_at(resolution: int, channel_base: int, channel_max: int) -> int:

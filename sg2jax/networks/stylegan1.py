@@ -229,7 +229,7 @@ class GrowingSynthesisBase(nn.Module):
 
   @nn.compact
   def __call__(self, ws, noise_mode='random', noise=None, lod=0.0, resolution=None,
-               remat=False):
+               remat='none'):
     noise = layer_noise(noise_mode, noise, self.num_layers)
     level = growth_level(self.img_resolution, resolution)
     top = self.img_resolution >> level
@@ -244,7 +244,8 @@ class GrowingSynthesisBase(nn.Module):
       if r > top and not self.is_initializing():
         break
       x = features[r] = call_block(block, x, ws[:, block.layers], noise_mode,
-                                   noise[block.layers], remat=remat, static_argnums=(2,))
+                                   noise[block.layers], remat=remat, static_argnums=(2,),
+                                   orderable=True)
     to_rgb = lambda r: blocks[r].to_rgb(features[r], ws)
     if self.is_initializing():
       for r in blocks:
@@ -380,7 +381,7 @@ class GrowingDiscriminatorBase(nn.Module):
 
   @nn.compact
   def __call__(self, img, c=None, batch_gpu=None, lod=0.0, resolution=None,
-               remat=False):
+               remat='none'):
     r_max = self.img_resolution
     check_images(img, r_max, self.img_channels)
     channels = lambda r: channels_at(r, self.channel_base, self.channel_max)

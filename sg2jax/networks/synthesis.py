@@ -216,10 +216,10 @@ class SynthesisNetwork(nn.Module):
   @nn.compact
   def __call__(self, ws: jnp.ndarray, noise_mode: str = 'random',
                noise: Optional[Sequence[jnp.ndarray]] = None, lod=0.0,
-               resolution: Optional[int] = None, remat: bool = False) -> jnp.ndarray:
+               resolution: Optional[int] = None, remat: str = 'none') -> jnp.ndarray:
     """`lod` and `resolution` as the progressive networks take them: ignored / None or R.
-    `remat`: each block's intermediates are computed again in the backward pass
-    (`layers.call_block`)."""
+    `remat`: what the blocks keep for the backward pass (`layers.call_block`; G's blocks may
+    be ordered: every phase that differentiates G differentiates its parameters)."""
     del lod
     check_full_resolution(self.img_resolution, resolution)
     noise = layer_noise(noise_mode, noise, self.num_layers)
@@ -239,6 +239,6 @@ class SynthesisNetwork(nn.Module):
           dtype=self.dtype, name=f'b{res}')
       x, img = call_block(block, x, img, ws[:, i:i + block.num_conv + block.num_torgb],
                           noise_mode, noise[i:i + block.num_conv], remat=remat,
-                          static_argnums=(3,))
+                          static_argnums=(3,), orderable=True)
       i += block.num_conv
     return img

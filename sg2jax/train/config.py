@@ -167,7 +167,9 @@ def defaults() -> TrainConfig:
   config.precision = 'highest'  # matmul/conv precision: highest (exact float32) | default
   # Backward passes of G's synthesis and D keep every intermediate ('none') or only each
   # block's outputs and compute the rest again ('blocks': less memory, more arithmetic; the
-  # same values). `python -m sg2jax.aot` shows what each needs on a TPU.
+  # same values), 'blocks_ordered' as 'blocks' with G's blocks' parameter gradients taken
+  # before the gradient moves on (sg2jax/train/step.py). `python -m sg2jax.aot` shows what each
+  # needs on a TPU.
   config.remat = 'none'
   # Compiled programs persist here between runs: 'auto' ($SG2JAX_COMPILE_CACHE, else
   # ~/.cache/sg2jax/jax), a directory, or 'none'.

@@ -44,8 +44,15 @@ PHASE_NAMES = ('g_main', 'g_reg', 'd_main', 'd_reg', 'ema', 'ada')
 #   (`networks.layers.call_block`): the backward pass keeps the blocks' inputs and computes a
 #   block's intermediates again when it takes that block's gradient. The values are those of
 #   'none' (the same operations run again); a block's intermediates are in memory one block at a
-#   time, for about one more forward pass of arithmetic.
-REMAT_MODES = ('none', 'blocks')
+#   time, for about one more forward pass of arithmetic;
+# - 'blocks_ordered': as 'blocks', and each synthesis block's backward pass hands the gradient on
+#   to the block before it only together with its parameters' gradients, so the compiler cannot
+#   postpone the reductions that give them (and the maps they read) to the end of the backward
+#   pass. The same values again. Compiled for one v5e chip, where the compiler postpones them, it
+#   takes config F's G main at 1024 from 9.55 to 7.46 GiB; on a v5e-8, where it does not, G main
+#   needs 1 GiB more (docs/TPU.md). D's blocks are not ordered (G main leaves D's parameters
+#   alone, and the ordering would compute their gradients all the same).
+REMAT_MODES = ('none', 'blocks', 'blocks_ordered')
 AUGMENT_STREAM = 0xADA  # a phase's augmentation key: fold_in(phase key, AUGMENT_STREAM)
 
 
@@ -194,12 +201,12 @@ def run_generator(models: Models, cfg: StepConfig, g_vars: dict, z, c, key):
 def synthesize(models: Models, cfg: StepConfig, g_vars: dict, ws, key_noise, lod):
   return models.generator.apply(g_vars, ws, 'random', rngs={'noise': key_noise},
                                 method='synthesize', lod=lod, resolution=cfg.resolution,
-                                remat=cfg.remat == 'blocks')
+                                remat=cfg.remat)
 
 
 def discriminate(models: Models, cfg: StepConfig, d_vars: dict, img, c, lod):
   return models.discriminator.apply(d_vars, img, c, cfg.batch_gpu, lod=lod,
-                                    resolution=cfg.resolution, remat=cfg.remat == 'blocks')
+                                    resolution=cfg.resolution, remat=cfg.remat)
 
 
 def augment(cfg: StepConfig, state: GANState, key, img):
