@@ -45,13 +45,14 @@ PHASE_NAMES = ('g_main', 'g_reg', 'd_main', 'd_reg', 'ema', 'ada')
 #   block's intermediates again when it takes that block's gradient. The values are those of
 #   'none' (the same operations run again); a block's intermediates are in memory one block at a
 #   time, for about one more forward pass of arithmetic;
-# - 'blocks_ordered': as 'blocks', and each synthesis block's backward pass hands the gradient on
-#   to the block before it only together with its parameters' gradients, so the compiler cannot
-#   postpone the reductions that give them (and the maps they read) to the end of the backward
-#   pass. The same values again. Compiled for one v5e chip, where the compiler postpones them, it
-#   takes config F's G main at 1024 from 9.55 to 7.46 GiB; on a v5e-8, where it does not, G main
-#   needs 1 GiB more (docs/TPU.md). D's blocks are not ordered (G main leaves D's parameters
-#   alone, and the ordering would compute their gradients all the same).
+# - 'blocks_ordered': as 'blocks', and in G's loss each synthesis block's backward pass hands the
+#   gradient on to the block before it only together with its parameters' gradients, so the
+#   compiler cannot postpone the reductions that give them (and the maps they read) to the end
+#   of the backward pass. The same values again. Compiled for one v5e chip, where the compiler
+#   postpones them, it takes config F's G main at 1024 from 9.55 to 7.46 GiB; on a v5e-8, where
+#   it does not, G main needs 1 GiB more (docs/TPU.md). Not ordered: the path-length term (it
+#   differentiates a gradient of G, and there the order cost G reg memory and arithmetic) and
+#   D's blocks (G main leaves D's parameters alone; the order would compute their gradients).
 REMAT_MODES = ('none', 'blocks', 'blocks_ordered')
 AUGMENT_STREAM = 0xADA  # a phase's augmentation key: fold_in(phase key, AUGMENT_STREAM)
 
@@ -198,10 +199,12 @@ def run_generator(models: Models, cfg: StepConfig, g_vars: dict, z, c, key):
   return ws, mutated['stats'], key_noise
 
 
-def synthesize(models: Models, cfg: StepConfig, g_vars: dict, ws, key_noise, lod):
+def synthesize(models: Models, cfg: StepConfig, g_vars: dict, ws, key_noise, lod,
+               remat: Optional[str] = None):
+  """G's synthesis of `ws` under `remat` (default `cfg.remat`)."""
   return models.generator.apply(g_vars, ws, 'random', rngs={'noise': key_noise},
                                 method='synthesize', lod=lod, resolution=cfg.resolution,
-                                remat=cfg.remat)
+                                remat=cfg.remat if remat is None else remat)
 
 
 def discriminate(models: Models, cfg: StepConfig, d_vars: dict, img, c, lod):
@@ -236,8 +239,11 @@ def path_length_terms(models: Models, cfg: StepConfig, g_vars: dict, pl_mean, c,
   r = generator.img_resolution
   y = split_rows(models, jax.random.normal(key_y, (cfg.pl_batch_size, r, r,
                                                   generator.img_channels)))
+  # The path-length term differentiates a gradient of G: ordering its blocks' gradients there
+  # costs more memory and arithmetic than it saves (docs/TPU.md), so they run as 'blocks'.
+  remat = 'blocks' if cfg.remat == 'blocks_ordered' else cfg.remat
   lengths, _ = losses.path_lengths(
-      lambda w: synthesize(models, cfg, g_vars, w, key_noise, lod), ws, y)
+      lambda w: synthesize(models, cfg, g_vars, w, key_noise, lod, remat), ws, y)
   penalty, pl_mean = losses.path_length_penalty(lengths, pl_mean, cfg.pl_decay)
   return penalty, pl_mean, stats, lengths
 
