@@ -285,8 +285,8 @@ def problems(reports) -> list[str]:
           f'{r.program} needs {needs} per chip on {r.extra.get("chip")}, '
           f'which has {r.capacity_gib} GiB, at {r.batch_per_chip} images per chip{said}: lower '
           f'--config.batch_size (--max-batch finds the largest that fits), or try '
-          f'--config.remat=blocks, --config.G.dtype=bfloat16 --config.D.dtype=bfloat16, or a '
-          f'slice with more chips')
+          f'--config.remat=blocks (blocks_ordered on one chip), --config.G.dtype=bfloat16 '
+          f'--config.D.dtype=bfloat16, or a slice with more chips')
   return lines
 
 
