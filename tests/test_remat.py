@@ -69,9 +69,11 @@ def test_remat_blocks_recomputes_the_blocks(config_keys):
   assert found['blocks'][1] > found['none'][1], found
 
 
-@pytest.mark.parametrize('config_keys', [{}, {'G.type': 'ProgressiveGenerator',
-                                              'D.type': 'ProgressiveDiscriminator'}],
-                         ids=['config-f', 'progressive'])
+@pytest.mark.parametrize('config_keys', [
+    {},
+    pytest.param({'G.type': 'ProgressiveGenerator', 'D.type': 'ProgressiveDiscriminator'},
+                 marks=pytest.mark.slow),  # configs A-D's synthesis: the same call_block path
+], ids=['config-f', 'progressive'])
 def test_blocks_ordered_orders_g_mains_synthesis_blocks_only(config_keys):
   """'blocks_ordered' puts one optimization barrier over each synthesis block's gradients in G
   main, and changes no other phase: G reg (the path-length term differentiates a gradient), D
