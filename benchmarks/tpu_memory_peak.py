@@ -35,8 +35,6 @@ sys.path.insert(0, str(Path(__file__).parent.parent))
 
 import results  # noqa: E402  (benchmarks/results.py)
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 @dataclasses.dataclass(frozen=True)
 class Value:
@@ -163,7 +161,8 @@ def analyse(dump: Path, program: str, top: int = 12) -> dict:
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   p.add_argument('--program', required=True, help='g_main, g_reg, d_main, d_reg, ...')
-  p.add_argument('--topology', default='v5e-1')
+  p.add_argument('--topology', default=None,
+                 help='the slice to compile for (default v5e-1); with --dump, the one it was for')
   p.add_argument('--config', help='experiment config, as sg2jax.aot takes it')
   p.add_argument('--dump', help='read this dump instead of compiling')
   p.add_argument('--top', type=int, default=12)
@@ -175,6 +174,7 @@ def main() -> None:
     return
   if not args.config:
     raise SystemExit('error: give --config (and --topology) to compile, or --dump DIR to read a dump')
+  args.topology = args.topology or 'v5e-1'
   with tempfile.TemporaryDirectory() as dump:
     env = {**os.environ, 'XLA_FLAGS': f"{os.environ.get('XLA_FLAGS', '')} --xla_dump_to={dump}"}
     compiled = subprocess.run(
